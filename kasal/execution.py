@@ -1,0 +1,158 @@
+"""What an execution looks like from outside: workflow input and result, status, events.
+
+Like :mod:`kasal.spec`, this module is sandbox-safe (no CrewAI, no I/O, no clock).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from kasal.spec import CrewSpec
+
+
+class ExecutionState(StrEnum):
+    """Lifecycle of an execution."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    WAITING_FOR_INPUT = "waiting_for_input"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        """True once nothing more will happen."""
+        return self in (self.COMPLETED, self.FAILED, self.CANCELLED)
+
+
+class TaskState(StrEnum):
+    """Lifecycle of one task."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    RETRYING = "retrying"
+    WAITING_FOR_INPUT = "waiting_for_input"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class EventType(StrEnum):
+    """Kinds of events in an execution's ordered stream."""
+
+    EXECUTION_STARTED = "execution_started"
+    TASK_STARTED = "task_started"
+    TASK_COMPLETED = "task_completed"
+    TASK_FAILED = "task_failed"
+    TASK_RETRYING = "task_retrying"
+    LLM_CALL = "llm_call"
+    TOOL_CALL = "tool_call"
+    HUMAN_INPUT_REQUESTED = "human_input_requested"
+    EXECUTION_COMPLETED = "execution_completed"
+    EXECUTION_FAILED = "execution_failed"
+    EXECUTION_CANCELLED = "execution_cancelled"
+
+
+class TokenUsage(BaseModel):
+    """Tokens spent, as providers report them."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    requests: int = 0
+
+    def __add__(self, other: TokenUsage) -> TokenUsage:
+        return TokenUsage(
+            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
+            completion_tokens=self.completion_tokens + other.completion_tokens,
+            total_tokens=self.total_tokens + other.total_tokens,
+            requests=self.requests + other.requests,
+        )
+
+
+class Event(BaseModel):
+    """One entry of an execution's event stream.
+
+    ``offset`` is the event's position in the stream, filled in when it is read.
+    ``event_id`` is unique per event, so a re-sent batch is recognised and dropped.
+    """
+
+    model_config = ConfigDict(use_enum_values=True)
+
+    type: EventType
+    timestamp: datetime
+    task: str | None = None
+    agent: str | None = None
+    attempt: int | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+    event_id: str = ""
+    offset: int | None = None
+
+
+class TaskStatus(BaseModel):
+    """Progress of one task, as the status query reports it."""
+
+    name: str
+    agent: str
+    state: TaskState = TaskState.PENDING
+    attempts: int = 0
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    output_summary: str | None = None
+    error: str | None = None
+    token_usage: TokenUsage = Field(default_factory=TokenUsage)
+
+
+class ExecutionStatus(BaseModel):
+    """Everything the status query answers."""
+
+    execution_id: str
+    crew_name: str
+    crew_id: str | None = None
+    state: ExecutionState
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    tasks: list[TaskStatus]
+    token_usage: TokenUsage = Field(default_factory=TokenUsage)
+    error: str | None = None
+    event_count: int = 0
+
+
+class CrewWorkflowInput(BaseModel):
+    """Input of ``CrewWorkflow``. ``spec`` is already validated; inputs fill placeholders."""
+
+    execution_id: str
+    spec: CrewSpec
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    crew_id: str | None = None
+    owner: str | None = None
+
+
+class TaskOutput(BaseModel):
+    """The output of one finished task."""
+
+    name: str
+    agent: str
+    raw: str
+    attempts: int
+    token_usage: TokenUsage = Field(default_factory=TokenUsage)
+
+
+class CrewWorkflowResult(BaseModel):
+    """Result of ``CrewWorkflow``: the final output and every task's output."""
+
+    execution_id: str
+    output: str
+    tasks: list[TaskOutput]
+    token_usage: TokenUsage
+
+
+class ActivityEventsInput(BaseModel):
+    """Signal input: a batch of events an activity publishes into its execution's stream."""
+
+    events: list[Event]

@@ -1,0 +1,406 @@
+"""LLM providers, resolved from model strings, and the wrapper that makes each call observable.
+
+``openai/<model>``      OpenAI (OPENAI_API_KEY, optional OPENAI_BASE_URL)
+``databricks/<name>``   a Databricks serving endpoint (DATABRICKS_HOST, DATABRICKS_TOKEN)
+``ollama/<model>``      Ollama's OpenAI-compatible API (OLLAMA_HOST, default localhost:11434)
+``compatible/<model>``  any OpenAI-compatible endpoint (``base_url`` in the spec or
+                        KASAL_LLM_BASE_URL; key from ``api_key_env`` or KASAL_LLM_API_KEY)
+``offline/<name>``      deterministic, no network: :class:`OfflineLLM`
+
+Every real provider goes through CrewAI's native OpenAI client, so tests against a local
+OpenAI-compatible stub server exercise the same code path production does. CrewAI and the
+OpenAI SDK both retry on their own; Kasal turns that off, because Temporal owns retries and
+must see every failure to count and report it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from crewai.llms import retry as _crewai_retry
+from crewai.llms.base_llm import BaseLLM
+from pydantic import PrivateAttr
+
+from kasal.exceptions import (
+    ProviderAuthError,
+    ProviderError,
+    ProviderRateLimitError,
+    ProviderTimeoutError,
+    ProviderUnavailableError,
+    UnknownModelError,
+)
+from kasal.spec import LLMSpec
+
+PROVIDERS = ("openai", "databricks", "ollama", "compatible", "offline")
+
+
+@dataclass
+class CallContext:
+    """Where a call happens: lets the offline provider count failures across attempts."""
+
+    attempt: int = 1
+
+
+@dataclass
+class LLMCallRecord:
+    """What the observer hears after each call."""
+
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    latency_ms: float
+    response: str
+    replayed: bool = False
+
+
+class LLMObserver:
+    """Hooks around every LLM call of a task. The base class observes nothing."""
+
+    def before_call(self, messages: list[dict[str, Any]]) -> str | None:
+        """Called before the provider; return a response to use it instead (journal replay).
+
+        Raising here (for example because the task was cancelled) aborts the call.
+        """
+        return None
+
+    def after_call(self, record: LLMCallRecord, messages: list[dict[str, Any]]) -> None:
+        """Called after each successful call."""
+
+
+class OfflineLLM(BaseLLM):
+    """A deterministic model that needs no network.
+
+    Its answer is derived from the prompt (same prompt, same answer). Options:
+
+    - ``script``: responses used in order, one per call; each a string (CrewAI ReAct text),
+      ``{"tool": name, "input": {...}}`` for a tool-use step, or ``{"final": text}``.
+      When the script runs out the derived answer is used.
+    - ``latency_ms``: added to each call (sleeps in slices, so cancellation is prompt).
+    - ``fail_first``: the first N calls of a task fail, counted across retried attempts.
+    - ``fail_with``: ``unavailable`` (default), ``rate_limit``, ``timeout`` or ``auth``.
+    """
+
+    llm_type: str = "offline"
+    options: dict[str, Any] = {}
+    _calls: int = PrivateAttr(default=0)
+    _context: CallContext = PrivateAttr(default_factory=CallContext)
+    _abort: Callable[[], None] | None = PrivateAttr(default=None)
+
+    def bind(self, context: CallContext, abort: Callable[[], None] | None = None) -> None:
+        """Tell the model which attempt it runs in and how to notice cancellation."""
+        self._context = context
+        self._abort = abort
+
+    def supports_function_calling(self) -> bool:
+        return False
+
+    def call(  # type: ignore[override]
+        self,
+        messages: str | list[dict[str, Any]],
+        tools: Any = None,
+        callbacks: Any = None,
+        available_functions: Any = None,
+        from_task: Any = None,
+        from_agent: Any = None,
+        response_model: Any = None,
+    ) -> str:
+        msgs = _as_messages(messages)
+        index = self._calls
+        self._calls += 1
+        self._sleep(float(self.options.get("latency_ms", 0)) / 1000)
+        fail_first = int(self.options.get("fail_first", 0))
+        # Each failed attempt fails at its first call, so earlier attempts made exactly
+        # ``attempt - 1`` calls: this counts calls across attempts without shared state.
+        if (self._context.attempt - 1) + index < fail_first:
+            raise _offline_failure(str(self.options.get("fail_with", "unavailable")))
+        script = list(self.options.get("script", []))
+        if index < len(script):
+            text = _render_step(script[index])
+        else:
+            text = "Thought: I now know the final answer\nFinal Answer: " + derive_answer(
+                self.model, msgs
+            )
+        prompt_tokens = sum(len(str(m.get("content", ""))) for m in msgs) // 4 + 1
+        self._track_token_usage_internal(
+            {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": len(text) // 4 + 1,
+                "total_tokens": prompt_tokens + len(text) // 4 + 1,
+            }
+        )
+        return text
+
+    def _sleep(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            if self._abort:
+                self._abort()
+            time.sleep(min(left, 0.05))
+
+
+def derive_answer(model: str, messages: list[dict[str, Any]]) -> str:
+    """The offline answer to a prompt: names the task and carries a digest of the prompt."""
+    prompt = "\n".join(str(m.get("content", "")) for m in messages)
+    digest = hashlib.sha256(prompt.encode()).hexdigest()[:12]
+    match = re.search(r"Current Task:\s*(.+)", prompt)
+    task = match.group(1).strip() if match else prompt.strip().splitlines()[-1:] or [""]
+    task_text = task if isinstance(task, str) else task[0]
+    return f"[{model}] {task_text[:200]} (digest {digest})"
+
+
+def _render_step(step: Any) -> str:
+    if isinstance(step, str):
+        return step
+    if isinstance(step, dict) and "tool" in step:
+        return (
+            f"Thought: I should use {step['tool']}\n"
+            f"Action: {step['tool']}\n"
+            f"Action Input: {json.dumps(step.get('input', {}))}"
+        )
+    if isinstance(step, dict) and "final" in step:
+        return f"Thought: I now know the final answer\nFinal Answer: {step['final']}"
+    raise UnknownModelError(f"offline script step {step!r} is not a string, tool or final")
+
+
+def _offline_failure(kind: str) -> ProviderError:
+    if kind == "rate_limit":
+        return ProviderRateLimitError("offline provider: rate limited (scripted)", retry_after=0)
+    if kind == "timeout":
+        return ProviderTimeoutError("offline provider: timed out (scripted)")
+    if kind == "auth":
+        return ProviderAuthError("offline provider: invalid API key (scripted)")
+    return ProviderUnavailableError("offline provider: 503 service unavailable (scripted)")
+
+
+def _as_messages(messages: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
+    if isinstance(messages, str):
+        return [{"role": "user", "content": messages}]
+    return [dict(m) for m in messages]
+
+
+class ObservedLLM(BaseLLM):
+    """Wraps a provider's LLM so every call is observed: events, journal, cancellation.
+
+    Errors are translated into Kasal's provider errors, which say whether a retry can help.
+    """
+
+    llm_type: str = "observed"
+    _inner: BaseLLM = PrivateAttr()
+    _observer: LLMObserver = PrivateAttr(default_factory=LLMObserver)
+
+    @classmethod
+    def wrap(cls, inner: BaseLLM, observer: LLMObserver) -> ObservedLLM:
+        """An observed LLM around ``inner``."""
+        llm = cls(model=inner.model, temperature=inner.temperature, stop=list(inner.stop))
+        llm._inner = inner
+        llm._observer = observer
+        return llm
+
+    @property
+    def inner(self) -> BaseLLM:
+        """The provider's LLM."""
+        return self._inner
+
+    def supports_function_calling(self) -> bool:
+        return bool(self._inner.supports_function_calling())
+
+    def supports_stop_words(self) -> bool:
+        return bool(self._inner.supports_stop_words())
+
+    def get_context_window_size(self) -> int:
+        return int(self._inner.get_context_window_size())
+
+    def call(  # type: ignore[override]
+        self,
+        messages: str | list[dict[str, Any]],
+        tools: Any = None,
+        callbacks: Any = None,
+        available_functions: Any = None,
+        from_task: Any = None,
+        from_agent: Any = None,
+        response_model: Any = None,
+    ) -> Any:
+        msgs = _as_messages(messages)
+        replayed = self._observer.before_call(msgs)
+        if replayed is not None:
+            self._observer.after_call(
+                LLMCallRecord(self.model, 0, 0, 0.0, replayed, replayed=True), msgs
+            )
+            return replayed
+        before = self._inner.get_token_usage_summary()
+        started = time.perf_counter()
+        # Temporal owns retries: CrewAI's own rate-limit retry loop steps aside when it
+        # believes one is already running.
+        token = _crewai_retry._active_llm_rate_limit_retry.set(True)
+        try:
+            self._inner.stop = list(self.stop)
+            result = self._inner.call(
+                messages,
+                tools=tools,
+                callbacks=callbacks,
+                available_functions=available_functions,
+                from_task=from_task,
+                from_agent=from_agent,
+                response_model=response_model,
+            )
+        except ProviderError:
+            raise
+        except Exception as exc:
+            raise classify_provider_error(exc) from exc
+        finally:
+            _crewai_retry._active_llm_rate_limit_retry.reset(token)
+        latency = (time.perf_counter() - started) * 1000
+        after = self._inner.get_token_usage_summary()
+        prompt = after.prompt_tokens - before.prompt_tokens
+        completion = after.completion_tokens - before.completion_tokens
+        self._track_token_usage_internal(
+            {
+                "prompt_tokens": prompt,
+                "completion_tokens": completion,
+                "total_tokens": prompt + completion,
+            }
+        )
+        text = result if isinstance(result, str) else str(result)
+        self._observer.after_call(
+            LLMCallRecord(self.model, prompt, completion, latency, text), msgs
+        )
+        return result
+
+
+def classify_provider_error(exc: BaseException) -> Exception:
+    """Map an exception from a provider SDK to a Kasal error that says if retrying helps."""
+    import openai
+
+    for err in _chain(exc):
+        if isinstance(err, openai.AuthenticationError | openai.PermissionDeniedError):
+            return ProviderAuthError(f"provider rejected the credentials: {_brief(err)}")
+        if isinstance(err, openai.RateLimitError):
+            return ProviderRateLimitError(
+                f"provider rate limit: {_brief(err)}", retry_after=_retry_after(err)
+            )
+        if isinstance(err, openai.APITimeoutError | TimeoutError):
+            return ProviderTimeoutError(f"provider timed out: {_brief(err)}")
+        if isinstance(err, openai.NotFoundError):
+            return UnknownModelError(f"provider does not know the model: {_brief(err)}")
+        if isinstance(err, openai.InternalServerError | openai.APIConnectionError):
+            return ProviderUnavailableError(f"provider unavailable: {_brief(err)}")
+        if isinstance(err, ConnectionError):
+            return ProviderUnavailableError(f"provider unreachable: {_brief(err)}")
+        if isinstance(err, openai.APIStatusError):
+            error = ProviderError(f"provider answered {err.status_code}: {_brief(err)}")
+            error.retryable = err.status_code >= 500 or err.status_code in (408, 409, 429)
+            return error
+    if isinstance(exc, Exception):
+        return exc
+    return RuntimeError(str(exc))
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in seen:
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen
+
+
+def _brief(err: BaseException) -> str:
+    return str(err).splitlines()[0][:300] if str(err) else type(err).__name__
+
+
+def _retry_after(err: Any) -> float | None:
+    response = getattr(err, "response", None)
+    value = response.headers.get("retry-after") if response is not None else None
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+_build_lock = threading.Lock()
+
+
+def build_llm(spec: LLMSpec) -> BaseLLM:
+    """The provider LLM a spec names. Secrets come only from the environment."""
+    provider, name = spec.model.split("/", 1)
+    if provider == "offline":
+        return OfflineLLM(model=spec.model, options=dict(spec.options))
+    if provider == "openai":
+        base_url = spec.base_url or os.getenv("OPENAI_BASE_URL")
+        key = _key(spec, "OPENAI_API_KEY")
+    elif provider == "databricks":
+        host = os.getenv("DATABRICKS_HOST", "").rstrip("/")
+        if not spec.base_url and not host:
+            raise UnknownModelError("databricks models need DATABRICKS_HOST", field="llm.model")
+        if host and not host.startswith("http"):
+            host = f"https://{host}"
+        base_url = spec.base_url or f"{host}/serving-endpoints"
+        key = _key(spec, "DATABRICKS_TOKEN")
+    elif provider == "ollama":
+        host = os.getenv("OLLAMA_HOST", "http://localhost:11434").rstrip("/")
+        if not host.startswith("http"):
+            host = f"http://{host}"
+        base_url = spec.base_url or f"{host}/v1"
+        key = _key(spec, "OLLAMA_API_KEY", default="ollama")
+    elif provider == "compatible":
+        base_url = spec.base_url or os.getenv("KASAL_LLM_BASE_URL")
+        if not base_url:
+            raise UnknownModelError(
+                "compatible/ models need base_url in the spec or KASAL_LLM_BASE_URL",
+                field="llm.base_url",
+            )
+        key = _key(spec, "KASAL_LLM_API_KEY", default="not-needed")
+    else:
+        raise UnknownModelError(
+            f"unknown LLM provider {provider!r} in {spec.model!r}; "
+            f"known: {', '.join(PROVIDERS)}",
+            field="llm.model",
+        )
+    if not key:
+        raise ProviderAuthError(
+            f"no API key for {spec.model!r}: set "
+            f"{spec.api_key_env or _default_key_env(provider)} in the worker's environment"
+        )
+    from crewai.llms.providers.openai.completion import OpenAICompletion
+
+    kwargs: dict[str, Any] = {
+        "model": name,
+        "api_key": key,
+        "base_url": base_url,
+        "timeout": spec.timeout,
+        "max_retries": 0,
+        "provider": "openai",
+    }
+    if spec.temperature is not None:
+        kwargs["temperature"] = spec.temperature
+    if spec.max_tokens is not None:
+        kwargs["max_tokens"] = spec.max_tokens
+    with _build_lock:
+        return OpenAICompletion(**kwargs)
+
+
+def _default_key_env(provider: str) -> str:
+    return {
+        "openai": "OPENAI_API_KEY",
+        "databricks": "DATABRICKS_TOKEN",
+        "ollama": "OLLAMA_API_KEY",
+    }.get(provider, "KASAL_LLM_API_KEY")
+
+
+def _key(spec: LLMSpec, env: str, default: str | None = None) -> str | None:
+    return os.getenv(spec.api_key_env or env) or default
+
+
+def offline_default_reason() -> str | None:
+    """Why the embedded default falls back to the offline provider, or None if it need not."""
+    if any(os.getenv(k) for k in ("OPENAI_API_KEY", "DATABRICKS_TOKEN", "KASAL_LLM_BASE_URL")):
+        return None
+    return "no provider key configured (OPENAI_API_KEY, DATABRICKS_TOKEN, KASAL_LLM_BASE_URL)"

@@ -1,0 +1,79 @@
+"""Settings from the environment (``KASAL_*``), read once per process."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from kasal.constants import TASK_QUEUE
+
+
+class Settings(BaseSettings):
+    """Everything configurable. Secrets are ``SecretStr`` so they never print."""
+
+    model_config = SettingsConfigDict(env_prefix="KASAL_", extra="ignore")
+
+    #: Where embedded Temporal and SQLite files live.
+    data_dir: Path = Path(".kasal")
+    #: ``host:port`` of a Temporal frontend; empty means start the embedded dev server.
+    temporal_address: str = ""
+    temporal_namespace: str = "default"
+    task_queue: str = TASK_QUEUE
+    #: Port of the embedded dev server (0 = pick a free one) and its Web UI.
+    embedded_port: int = 7233
+    embedded_ui_port: int = 8233
+    #: Worker concurrency.
+    max_concurrent_activities: int = 20
+    max_concurrent_workflow_tasks: int = 50
+    #: Modules to import on worker start so their tools register by name.
+    tool_modules: list[str] = Field(default_factory=list)
+    #: Directory the built-in ``file_read`` tool may read from.
+    files_dir: Path = Path(".")
+    #: Set true to let CrewAI send its telemetry (off by default).
+    telemetry: bool = False
+
+    # -- API (issue 3) -------------------------------------------------------------------
+    env: str = "dev"
+    database_url: str = ""
+    secret_key: SecretStr = SecretStr("dev-insecure-secret-change-me")
+    access_token_minutes: int = 60
+    admin_email: str = ""
+    admin_password: SecretStr = SecretStr("")
+    cors_origins: list[str] = Field(default_factory=list)
+    max_body_bytes: int = 1_000_000
+    login_rate_limit: str = "10/minute"
+    execution_rate_limit: str = "60/minute"
+
+    @property
+    def embedded(self) -> bool:
+        """True when no Temporal address is configured."""
+        return not self.temporal_address
+
+    def resolved_database_url(self) -> str:
+        """The app database URL: KASAL_DATABASE_URL, or a SQLite file in the data dir."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'kasal.db').resolve()}"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings."""
+    return Settings()
+
+
+def disable_crewai_telemetry(settings: Settings | None = None) -> None:
+    """Turn CrewAI's telemetry off unless the user opted in.
+
+    With no network each process otherwise hangs about 10 s at exit sending it.
+    """
+    if (settings or get_settings()).telemetry:
+        return
+    os.environ.setdefault("CREWAI_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("OTEL_SDK_DISABLED", "true")
+    os.environ.setdefault("CREWAI_TRACING_ENABLED", "false")
+    os.environ.setdefault("CREWAI_DISABLE_TRACKING", "true")

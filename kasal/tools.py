@@ -1,0 +1,185 @@
+"""The tool registry: specs name tools, workers resolve the names to CrewAI tools.
+
+Custom tools subclass CrewAI's ``BaseTool`` and register by name::
+
+    from crewai.tools import BaseTool
+    from kasal.tools import register_tool
+
+    @register_tool("word_count")
+    class WordCount(BaseTool):
+        name: str = "word_count"
+        description: str = "Counts words"
+        def _run(self, text: str) -> int:
+            return len(text.split())
+
+Workers import the modules named in KASAL_TOOL_MODULES on start, so their tools register.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import operator
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from crewai.tools import BaseTool
+from pydantic import BaseModel, Field, PrivateAttr
+
+from kasal.exceptions import UnknownToolError
+from kasal.settings import get_settings
+
+ToolFactory = Callable[[], BaseTool]
+_REGISTRY: dict[str, ToolFactory] = {}
+
+
+def register_tool(name: str, factory: ToolFactory | None = None) -> Any:
+    """Register a tool under ``name``: a ``BaseTool`` subclass or a zero-argument factory.
+
+    Usable as a decorator (``@register_tool("name")``) or a call.
+    """
+
+    def add(obj: Any) -> Any:
+        _REGISTRY[name] = obj
+        return obj
+
+    return add(factory) if factory is not None else add
+
+
+def registered_tools() -> list[str]:
+    """Names of every registered tool."""
+    return sorted(_REGISTRY)
+
+
+def load_tool_modules(modules: list[str]) -> None:
+    """Import the modules that register custom tools."""
+    for module in modules:
+        importlib.import_module(module)
+
+
+def resolve_tools(names: list[str]) -> list[BaseTool]:
+    """Fresh tool instances for ``names``; an unknown name is a non-retryable spec error."""
+    unknown = [n for n in names if n not in _REGISTRY]
+    if unknown:
+        raise UnknownToolError(
+            f"unknown tool(s): {', '.join(unknown)}; registered: "
+            f"{', '.join(registered_tools()) or 'none'}",
+            field="tools",
+        )
+    return [_REGISTRY[n]() for n in names]
+
+
+class ObservedTool(BaseTool):
+    """A tool wrapper that reports each use (name, input, output, duration)."""
+
+    _inner: BaseTool = PrivateAttr()
+    _on_call: Callable[[dict[str, Any]], None] = PrivateAttr()
+
+    @classmethod
+    def wrap(cls, inner: BaseTool, on_call: Callable[[dict[str, Any]], None]) -> ObservedTool:
+        """Observe ``inner``: same name, description and arguments."""
+        tool = cls(
+            name=inner.name,
+            description=inner.description,
+            args_schema=inner.args_schema,
+            result_as_answer=inner.result_as_answer,
+        )
+        tool._inner = inner
+        tool._on_call = on_call
+        return tool
+
+    def _run(self, *args: Any, **kwargs: Any) -> Any:
+        import time
+
+        started = time.perf_counter()
+        error: str | None = None
+        output: Any = None
+        try:
+            output = self._inner.run(*args, **kwargs)
+            return output
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            self._on_call(
+                {
+                    "tool": self.name,
+                    "input": kwargs or list(args),
+                    "output": None if output is None else str(output)[:500],
+                    "error": error,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                }
+            )
+
+
+# -- built-in tools ----------------------------------------------------------------------
+
+
+class _FileReadArgs(BaseModel):
+    file_path: str = Field(description="Path of the file to read, relative to the files dir")
+
+
+@register_tool("file_read")
+class FileReadTool(BaseTool):
+    """Reads a text file under KASAL_FILES_DIR (never outside it)."""
+
+    name: str = "file_read"
+    description: str = "Read the content of a text file. Input: file_path."
+    args_schema: type[BaseModel] = _FileReadArgs
+    max_bytes: int = 200_000
+
+    def _run(self, file_path: str) -> str:
+        root = get_settings().files_dir.resolve()
+        target = (root / file_path).resolve()
+        if root != target and root not in target.parents:
+            return f"Error: {file_path} is outside the readable directory"
+        if not target.is_file():
+            return f"Error: no such file: {file_path}"
+        return Path(target).read_bytes()[: self.max_bytes].decode("utf-8", "replace")
+
+
+class _CalculatorArgs(BaseModel):
+    expression: str = Field(description="Arithmetic expression, e.g. (2 + 3) * 4")
+
+
+_OPS: dict[type, Callable[..., Any]] = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.Pow: operator.pow,
+    ast.Mod: operator.mod,
+    ast.FloorDiv: operator.floordiv,
+    ast.USub: operator.neg,
+    ast.UAdd: operator.pos,
+}
+
+
+def _evaluate(node: ast.AST) -> Any:
+    if isinstance(node, ast.Expression):
+        return _evaluate(node.body)
+    if isinstance(node, ast.Constant) and isinstance(node.value, int | float):
+        return node.value
+    if isinstance(node, ast.BinOp) and type(node.op) in _OPS:
+        if isinstance(node.op, ast.Pow) and abs(_evaluate(node.right)) > 100:
+            raise ValueError("exponent too large")
+        return _OPS[type(node.op)](_evaluate(node.left), _evaluate(node.right))
+    if isinstance(node, ast.UnaryOp) and type(node.op) in _OPS:
+        return _OPS[type(node.op)](_evaluate(node.operand))
+    raise ValueError("only numbers and + - * / // % ** are allowed")
+
+
+@register_tool("calculator")
+class CalculatorTool(BaseTool):
+    """Evaluates arithmetic safely (no names, no calls)."""
+
+    name: str = "calculator"
+    description: str = "Evaluate an arithmetic expression. Input: expression."
+    args_schema: type[BaseModel] = _CalculatorArgs
+
+    def _run(self, expression: str) -> str:
+        try:
+            return str(_evaluate(ast.parse(expression, mode="eval")))
+        except (SyntaxError, ValueError, ZeroDivisionError) as exc:
+            return f"Error: {exc}"
