@@ -13,6 +13,8 @@ WORKFLOW_ID_PREFIX = "kasal-exec-"
 STATUS_QUERY = "status"
 TRACE_QUERY = "trace"
 EVENTS_SIGNAL = "activity_events"
+JOURNAL_QUERY = "journal"
+FEEDBACK_UPDATE = "feedback"
 
 #: Topic of the workflow stream that carries execution events.
 EVENTS_TOPIC = "events"

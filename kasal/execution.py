@@ -152,7 +152,55 @@ class CrewWorkflowResult(BaseModel):
     token_usage: TokenUsage
 
 
-class ActivityEventsInput(BaseModel):
-    """Signal input: a batch of events an activity publishes into its execution's stream."""
+class JournalRecord(BaseModel):
+    """One journaled LLM response of a task attempt (see ``activities.models.JournalEntry``)."""
 
-    events: list[Event]
+    seq: int
+    prompt_hash: str
+    response: str
+
+
+class ActivityEventsInput(BaseModel):
+    """Signal input: a batch an activity sends its workflow while a task runs.
+
+    ``events`` go into the execution's stream; ``journal`` entries are kept by the workflow
+    until the task finishes, so a retried attempt can replay responses it already paid for.
+    """
+
+    task: str
+    attempt: int = 1
+    events: list[Event] = Field(default_factory=list)
+    journal: list[JournalRecord] = Field(default_factory=list)
+
+
+class JournalQueryInput(BaseModel):
+    """Query input: the journal of one task."""
+
+    task: str
+
+
+class TraceQueryInput(BaseModel):
+    """Query input: events from ``from_offset``, at most ``limit`` of them."""
+
+    from_offset: int = Field(default=0, ge=0)
+    limit: int = Field(default=1000, ge=1, le=10_000)
+
+
+class FeedbackInput(BaseModel):
+    """Update input: a human's verdict on a task waiting for review.
+
+    ``approve=True`` accepts the output; otherwise ``feedback`` says what to change and the
+    task runs again with it (CrewAI's human-input semantics).
+    """
+
+    task: str | None = None
+    approve: bool = False
+    feedback: str | None = Field(default=None, max_length=20_000)
+
+
+class FeedbackResult(BaseModel):
+    """Update result: what the workflow will do with the feedback."""
+
+    task: str
+    approved: bool
+    rerun: bool

@@ -146,6 +146,10 @@ class TaskSpec(_Strict):
     context: list[str] | None = None
     async_execution: bool = False
     human_input: bool = False
+    #: How long a ``human_input`` task waits for feedback; None waits for ever.
+    human_input_timeout: Seconds | None = None
+    #: What happens when that wait times out: take the output as approved, or fail.
+    human_input_timeout_outcome: Literal["approve", "fail"] = "approve"
     tools: list[str] = Field(default_factory=list)
     retry: RetrySpec | None = None
     timeout: TimeoutSpec | None = None

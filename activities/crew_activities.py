@@ -1,0 +1,424 @@
+"""The activity that runs one crew task with CrewAI.
+
+Each attempt rebuilds the CrewAI agent and task from the spec, so any worker can run any
+attempt. While CrewAI works (in a thread: it is synchronous), the activity heartbeats, so a
+dead worker is noticed within the heartbeat timeout, and a cancellation reaches the task
+within a heartbeat. After every LLM response the activity signals its workflow with the
+``llm_call`` / ``tool_call`` events and a journal entry; a retried attempt replays the
+journal for identical prompts and only pays the provider past it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import hashlib
+import json
+import logging
+import threading
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.models import RUN_TASK, RunTaskInput, RunTaskResult
+from kasal.constants import EVENTS_SIGNAL, JOURNAL_QUERY
+from kasal.exceptions import InvalidSpecError, KasalError, ProviderError
+from kasal.execution import (
+    ActivityEventsInput,
+    Event,
+    EventType,
+    JournalQueryInput,
+    JournalRecord,
+    TokenUsage,
+)
+from kasal.llm import CallContext, LLMCallRecord, LLMObserver, ObservedLLM, OfflineLLM, build_llm
+from kasal.settings import disable_crewai_telemetry
+from kasal.spec import AgentSpec, CrewSpec, TaskSpec
+from kasal.tools import ObservedTool, resolve_tools
+
+log = logging.getLogger(__name__)
+
+#: How often a running task heartbeats at most; a shorter heartbeat timeout shortens it.
+HEARTBEAT_EVERY = 2.0
+#: How long a cancelled task may take to stop its thread before the activity gives up.
+CANCEL_GRACE = 10.0
+#: CrewAI joins context outputs this way when a task sees several.
+CONTEXT_SEPARATOR = "\n\n----------\n\n"
+
+
+class TaskCancelled(BaseException):
+    """Raised inside the CrewAI thread when the workflow cancelled the task.
+
+    A ``BaseException`` so CrewAI's ``except Exception`` handlers do not swallow it.
+    """
+
+
+def prompt_hash(messages: list[dict[str, Any]]) -> str:
+    """A stable digest of the messages sent to an LLM."""
+    canonical = json.dumps(
+        [{"role": m.get("role"), "content": m.get("content")} for m in messages],
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class _Publisher:
+    """Sends events and journal entries to the workflow, from CrewAI's thread."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        send: Callable[[ActivityEventsInput], Any],
+        task: str,
+        attempt: int,
+        id_prefix: str,
+    ) -> None:
+        self._loop = loop
+        self._send = send
+        self._task = task
+        self._attempt = attempt
+        self._prefix = id_prefix
+        self._seq = 0
+        self._lock = threading.Lock()
+
+    def event(self, kind: EventType, agent: str | None, data: dict[str, Any]) -> Event:
+        with self._lock:
+            self._seq += 1
+            seq = self._seq
+        return Event(
+            type=kind,
+            timestamp=datetime.now(UTC),
+            task=self._task,
+            agent=agent,
+            attempt=self._attempt,
+            data=data,
+            event_id=f"{self._prefix}-{seq}",
+        )
+
+    def send_from_thread(
+        self, events: list[Event], journal: list[JournalRecord] | None = None
+    ) -> None:
+        batch = ActivityEventsInput(
+            task=self._task, attempt=self._attempt, events=events, journal=journal or []
+        )
+        future = asyncio.run_coroutine_threadsafe(self._send(batch), self._loop)
+        try:
+            future.result(timeout=30)
+        except Exception as exc:  # the task goes on; only its live events are late or lost
+            log.warning("could not send %d event(s) to the workflow: %s", len(events), exc)
+
+
+class _TaskObserver(LLMObserver):
+    """Journals, reports and guards every LLM call of one task attempt."""
+
+    def __init__(
+        self,
+        publisher: _Publisher,
+        agent: str,
+        journal: list[JournalRecord],
+        cancelled: threading.Event,
+    ) -> None:
+        self.publisher = publisher
+        self.agent = agent
+        self.journal = journal
+        self.cancelled = cancelled
+        self.calls = 0
+        self.replayed = 0
+        self.usage = TokenUsage()
+        self._pending_hash = ""
+        self._pending_tools: list[Event] = []
+
+    def check_cancelled(self) -> None:
+        if self.cancelled.is_set():
+            raise TaskCancelled("task cancelled")
+
+    def before_call(self, messages: list[dict[str, Any]]) -> str | None:
+        self.check_cancelled()
+        digest = prompt_hash(messages)
+        self._pending_hash = digest
+        if self.calls < len(self.journal) and self.journal[self.calls].prompt_hash == digest:
+            return self.journal[self.calls].response
+        # Past the journal (or the prompts changed): everything after is paid for again.
+        del self.journal[self.calls :]
+        return None
+
+    def after_call(self, record: LLMCallRecord, messages: list[dict[str, Any]]) -> None:
+        seq = self.calls
+        self.calls += 1
+        data: dict[str, Any] = {
+            "model": record.model,
+            "prompt_tokens": record.prompt_tokens,
+            "completion_tokens": record.completion_tokens,
+            "latency_ms": round(record.latency_ms, 2),
+            "call": seq + 1,
+            "replayed": record.replayed,
+        }
+        events = [*self._pending_tools, self.publisher.event(EventType.LLM_CALL, self.agent, data)]
+        self._pending_tools = []
+        if record.replayed:
+            self.replayed += 1
+            self.publisher.send_from_thread(events)
+            return
+        self.usage = self.usage + TokenUsage(
+            prompt_tokens=record.prompt_tokens,
+            completion_tokens=record.completion_tokens,
+            total_tokens=record.prompt_tokens + record.completion_tokens,
+            requests=1,
+        )
+        entry = JournalRecord(seq=seq, prompt_hash=self._pending_hash, response=record.response)
+        self.journal.append(entry)
+        # Sent before CrewAI goes on: once this returns, the response is durable.
+        self.publisher.send_from_thread(events, [entry])
+
+    def on_tool(self, data: dict[str, Any]) -> None:
+        self.check_cancelled()
+        self._pending_tools.append(self.publisher.event(EventType.TOOL_CALL, self.agent, data))
+
+    def flush(self) -> None:
+        if self._pending_tools:
+            events, self._pending_tools = self._pending_tools, []
+            self.publisher.send_from_thread(events)
+
+
+def describe_context(context: dict[str, str]) -> str:
+    """The context text a task sees, formatted the way CrewAI formats it."""
+    return CONTEXT_SEPARATOR.join(context.values())
+
+
+def build_crewai_task(
+    spec: CrewSpec,
+    task_spec: TaskSpec,
+    agent_spec: AgentSpec,
+    observer: _TaskObserver,
+    context: CallContext,
+    feedback: str | None = None,
+    previous_output: str | None = None,
+) -> tuple[Any, Any, list[Any]]:
+    """CrewAI ``Agent``, ``Task`` and tools for one task, all observed."""
+    from crewai import Agent, Task
+
+    inner = build_llm(agent_spec.llm)
+    if isinstance(inner, OfflineLLM):
+        inner.bind(context, abort=observer.check_cancelled)
+    llm = ObservedLLM.wrap(inner, observer)
+    tools = [
+        ObservedTool.wrap(tool, observer.on_tool)
+        for tool in resolve_tools(list(dict.fromkeys(agent_spec.tools + task_spec.tools)))
+    ]
+    agent = Agent(
+        role=agent_spec.role,
+        goal=agent_spec.goal,
+        backstory=agent_spec.backstory or agent_spec.role,
+        llm=llm,
+        tools=tools,
+        max_iter=agent_spec.max_iter,
+        allow_delegation=False,
+        max_retry_limit=0,  # Temporal owns retries, and must see every failure.
+        verbose=False,
+    )
+    description = task_spec.description
+    if feedback is not None:
+        description = (
+            f"{description}\n\nYour previous answer was:\n{previous_output or ''}\n\n"
+            f"A human reviewed it and gave this feedback, which you must address:\n{feedback}"
+        )
+    task = Task(
+        description=description,
+        expected_output=task_spec.expected_output,
+        agent=agent,
+        tools=tools,
+        name=task_spec.name,
+    )
+    return agent, task, tools
+
+
+def as_application_error(exc: BaseException) -> ApplicationError:
+    """A Temporal error that tells the retry policy whether trying again can help."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, KasalError):
+            retryable = isinstance(cause, ProviderError) and cause.retryable
+            if isinstance(cause, InvalidSpecError):
+                retryable = False
+            details = {"retry_after": getattr(cause, "retry_after", None)}
+            return ApplicationError(
+                str(cause), details, type=cause.code, non_retryable=not retryable
+            )
+        cause = cause.__cause__ or cause.__context__
+    return ApplicationError(f"{type(exc).__name__}: {exc}", type=type(exc).__name__)
+
+
+class CrewActivities:
+    """Activities that run crew work. Built once per worker."""
+
+    def __init__(self, executor: concurrent.futures.ThreadPoolExecutor | None = None) -> None:
+        # CrewAI is synchronous: each running task holds one thread of this pool.
+        self._executor = executor
+        disable_crewai_telemetry()
+        _quiet_crewai()
+
+    @activity.defn(name=RUN_TASK)
+    async def run_task(self, data: RunTaskInput) -> RunTaskResult:
+        """Run one task of a crew with CrewAI; heartbeat while it runs."""
+        info = activity.info()
+        attempt = info.attempt
+        client = activity.client()
+        handle = client.get_workflow_handle(info.workflow_id or "", run_id=info.workflow_run_id)
+
+        async def send(batch: ActivityEventsInput) -> None:
+            await handle.signal(EVENTS_SIGNAL, batch)
+
+        try:
+            task_spec = next(t for t in data.spec.tasks if t.name == data.task)
+            agent_spec = data.spec.agent(task_spec.agent)
+        except (StopIteration, KeyError) as exc:
+            raise ApplicationError(
+                f"task {data.task!r} is not in crew {data.spec.name!r}",
+                type=InvalidSpecError.code,
+                non_retryable=True,
+            ) from exc
+
+        journal: list[JournalRecord] = []
+        if attempt > 1:
+            journal = await _fetch_journal(handle, data.task)
+        publisher = _Publisher(
+            asyncio.get_running_loop(),
+            send,
+            data.task,
+            attempt,
+            f"{info.activity_id}-a{attempt}-{uuid.uuid4().hex[:8]}",
+        )
+        if attempt > 1:
+            await send(
+                ActivityEventsInput(
+                    task=data.task,
+                    attempt=attempt,
+                    events=[
+                        publisher.event(
+                            EventType.TASK_STARTED,
+                            agent_spec.name,
+                            {"journaled_calls": len(journal), "resumed": True},
+                        )
+                    ],
+                )
+            )
+        cancelled = threading.Event()
+        observer = _TaskObserver(publisher, agent_spec.name, journal, cancelled)
+
+        def work() -> str:
+            _agent, task, tools = build_crewai_task(
+                data.spec,
+                task_spec,
+                agent_spec,
+                observer,
+                CallContext(attempt=attempt),
+                data.feedback,
+                data.previous_output,
+            )
+            output = task.execute_sync(
+                agent=_agent, context=describe_context(data.context) or None, tools=tools
+            )
+            observer.flush()
+            return str(output.raw)
+
+        future = asyncio.get_running_loop().run_in_executor(self._executor, work)
+        every = HEARTBEAT_EVERY
+        if info.heartbeat_timeout:
+            every = min(every, max(info.heartbeat_timeout.total_seconds() / 3, 0.2))
+        try:
+            while True:
+                activity.heartbeat(observer.calls)
+                done, _ = await asyncio.wait({future}, timeout=every)
+                if done:
+                    break
+            raw = future.result()
+        except asyncio.CancelledError:
+            # Stop CrewAI at its next LLM call or tool use, then report the cancellation.
+            cancelled.set()
+            await asyncio.wait({future}, timeout=CANCEL_GRACE)
+            raise
+        except TaskCancelled as exc:
+            raise asyncio.CancelledError() from exc
+        except Exception as exc:
+            error = as_application_error(exc)
+            await self._report_failure(publisher, send, agent_spec.name, error, info)
+            raise error from exc
+        return RunTaskResult(
+            raw=raw,
+            token_usage=observer.usage,
+            llm_calls=observer.calls - observer.replayed,
+            replayed_calls=observer.replayed,
+            attempt=attempt,
+        )
+
+    @staticmethod
+    async def _report_failure(
+        publisher: _Publisher,
+        send: Callable[[ActivityEventsInput], Any],
+        agent: str,
+        error: ApplicationError,
+        info: activity.Info,
+    ) -> None:
+        """Say that this attempt failed and whether (and when) Temporal will retry it."""
+        policy = info.retry_policy
+        max_attempts = policy.maximum_attempts if policy else 0
+        will_retry = not error.non_retryable and (max_attempts == 0 or info.attempt < max_attempts)
+        if policy and policy.non_retryable_error_types and error.type:
+            will_retry = will_retry and error.type not in policy.non_retryable_error_types
+        if not will_retry:
+            return
+        delay = _next_delay(policy, info.attempt)
+        event = publisher.event(
+            EventType.TASK_RETRYING,
+            agent,
+            {
+                "error": str(error.message),
+                "error_type": error.type,
+                "next_attempt": info.attempt + 1,
+                "max_attempts": max_attempts or None,
+                "retry_in_seconds": delay,
+            },
+        )
+        try:
+            await send(ActivityEventsInput(task=publisher._task, attempt=info.attempt, events=[event]))
+        except Exception as exc:
+            log.warning("could not report the retry: %s", exc)
+
+
+def _next_delay(policy: Any, attempt: int) -> float | None:
+    if policy is None:
+        return None
+    initial = policy.initial_interval or timedelta(seconds=1)
+    delay = initial.total_seconds() * (policy.backoff_coefficient**(attempt - 1))
+    if policy.maximum_interval:
+        delay = min(delay, policy.maximum_interval.total_seconds())
+    return round(delay, 3)
+
+
+async def _fetch_journal(handle: Any, task: str) -> list[JournalRecord]:
+    """The responses earlier attempts of this task already paid for."""
+    try:
+        return list(
+            await handle.query(
+                JOURNAL_QUERY, JournalQueryInput(task=task), result_type=list[JournalRecord]
+            )
+        )
+    except Exception as exc:  # no journal is never wrong, only more expensive
+        log.warning("could not read the journal of %s: %s", task, exc)
+        return []
+
+
+def _quiet_crewai() -> None:
+    """CrewAI prints panels for every task to stdout; a worker reports through events."""
+    try:
+        from crewai.events.event_listener import EventListener
+
+        EventListener().formatter.verbose = False
+    except Exception:  # pragma: no cover - only cosmetics
+        pass
+    logging.getLogger("crewai.llms.base_llm").setLevel(logging.ERROR)

@@ -1,0 +1,435 @@
+"""``CrewWorkflow``: one crew kickoff, durable.
+
+Deterministic orchestration only. Each task runs as one ``run_task`` activity; the workflow
+passes context between tasks, runs ``async_execution`` tasks in parallel until the next
+synchronous task, owns the execution's ordered event stream, answers status and trace
+queries, keeps each running task's LLM journal, and waits for human feedback through an
+update when a task asks for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy, SearchAttributeKey
+from temporalio.contrib.workflow_streams import WorkflowStream
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.models import RUN_TASK, RunTaskInput, RunTaskResult
+    from kasal.constants import (
+        CREW_WORKFLOW,
+        EVENTS_SIGNAL,
+        EVENTS_TOPIC,
+        FEEDBACK_UPDATE,
+        JOURNAL_QUERY,
+        SA_CREW_NAME,
+        SA_STATUS,
+        STATUS_QUERY,
+        TRACE_QUERY,
+    )
+    from kasal.exceptions import InvalidSpecError
+    from kasal.execution import (
+        ActivityEventsInput,
+        CrewWorkflowInput,
+        CrewWorkflowResult,
+        Event,
+        EventType,
+        ExecutionState,
+        ExecutionStatus,
+        FeedbackInput,
+        FeedbackResult,
+        JournalQueryInput,
+        JournalRecord,
+        TaskOutput,
+        TaskState,
+        TaskStatus,
+        TokenUsage,
+        TraceQueryInput,
+    )
+    from kasal.spec import CrewSpec, TaskSpec
+
+#: Errors that no retry can fix; also marked non-retryable by the activity itself.
+NON_RETRYABLE = ["invalid_spec", "unknown_tool", "unknown_model", "provider_auth"]
+#: How much of a task's output the status query shows.
+SUMMARY_CHARS = 300
+
+STATUS_KEY = SearchAttributeKey.for_keyword(SA_STATUS)
+CREW_NAME_KEY = SearchAttributeKey.for_keyword(SA_CREW_NAME)
+
+
+class TaskFailed(Exception):
+    """A task failed for good (retries exhausted or not retryable)."""
+
+    def __init__(self, task: str, message: str, error_type: str | None) -> None:
+        super().__init__(message)
+        self.task = task
+        self.message = message
+        self.error_type = error_type
+
+
+@workflow.defn(name=CREW_WORKFLOW)
+class CrewWorkflow:
+    """Runs a crew: every task an activity, every step an event."""
+
+    @workflow.init
+    def __init__(self, data: CrewWorkflowInput) -> None:
+        self._stream = WorkflowStream()
+        self._topic = self._stream.topic(EVENTS_TOPIC, type=Event)
+        self._events: list[Event] = []
+        self._seen: set[str] = set()
+        self._journal: dict[str, list[JournalRecord]] = {}
+        self._waiting: dict[str, FeedbackInput | None] = {}
+        self._runs: dict[str, int] = {}
+        self._status = ExecutionStatus(
+            execution_id=data.execution_id,
+            crew_name=data.spec.name,
+            crew_id=data.crew_id,
+            state=ExecutionState.PENDING,
+            tasks=[TaskStatus(name=t.name, agent=t.agent) for t in data.spec.tasks],
+        )
+
+    # -- the run ----------------------------------------------------------------------------
+
+    @workflow.run
+    async def run(self, data: CrewWorkflowInput) -> CrewWorkflowResult:
+        self._status.started_at = workflow.now()
+        self._set_state(ExecutionState.RUNNING)
+        try:
+            spec = data.spec.interpolated(data.inputs)
+        except InvalidSpecError as exc:
+            self._status.error = str(exc)
+            self._emit(EventType.EXECUTION_FAILED, data={"error": str(exc)})
+            await self._finish(ExecutionState.FAILED)
+            raise ApplicationError(str(exc), type=exc.code, non_retryable=True) from exc
+        self._emit(
+            EventType.EXECUTION_STARTED,
+            data={"crew": spec.name, "tasks": [t.name for t in spec.tasks], "inputs": spec.inputs},
+        )
+        outputs: dict[str, TaskOutput] = {}
+        try:
+            pending: list[asyncio.Task[None]] = []
+            for index, task in enumerate(spec.tasks):
+                step = self._run_task(data.execution_id, spec, index, outputs)
+                if task.async_execution:
+                    pending.append(asyncio.create_task(step))
+                    continue
+                await self._gather(pending)
+                pending = []
+                await step
+            await self._gather(pending)
+        except TaskFailed as exc:
+            self._status.error = f"task {exc.task!r} failed: {exc.message}"
+            self._emit(
+                EventType.EXECUTION_FAILED,
+                task=exc.task,
+                data={"error": self._status.error, "error_type": exc.error_type},
+            )
+            await self._finish(ExecutionState.FAILED)
+            raise ApplicationError(
+                self._status.error, type=exc.error_type or "task_failed", non_retryable=True
+            ) from None
+        except (asyncio.CancelledError, CancelledError):
+            for task_status in self._status.tasks:
+                if task_status.state not in (TaskState.COMPLETED, TaskState.FAILED):
+                    if task_status.state != TaskState.PENDING:
+                        task_status.ended_at = workflow.now()
+                    task_status.state = TaskState.CANCELLED
+            self._emit(EventType.EXECUTION_CANCELLED, data={})
+            await self._finish(ExecutionState.CANCELLED)
+            raise
+        last = spec.tasks[-1].name
+        result = CrewWorkflowResult(
+            execution_id=data.execution_id,
+            output=outputs[last].raw,
+            tasks=[outputs[t.name] for t in spec.tasks],
+            token_usage=self._status.token_usage,
+        )
+        self._emit(
+            EventType.EXECUTION_COMPLETED,
+            data={
+                "output": result.output[:SUMMARY_CHARS],
+                "token_usage": result.token_usage.model_dump(),
+            },
+        )
+        await self._finish(ExecutionState.COMPLETED)
+        return result
+
+    async def _gather(self, pending: list[asyncio.Task[None]]) -> None:
+        if not pending:
+            return
+        try:
+            await asyncio.gather(*pending)
+        except BaseException:
+            for step in pending:
+                step.cancel()
+            raise
+
+    async def _run_task(
+        self, execution_id: str, spec: CrewSpec, index: int, outputs: dict[str, TaskOutput]
+    ) -> None:
+        task = spec.tasks[index]
+        status = self._status.tasks[index]
+        context = {}
+        for name in spec.context_for(index):
+            # An async task the current one depends on may still run: CrewAI waits for it.
+            await workflow.wait_condition(lambda n=name: n in outputs)  # type: ignore[misc]
+            context[name] = outputs[name].raw
+        feedback: str | None = None
+        previous: str | None = None
+        attempts = 0
+        usage = TokenUsage()
+        while True:
+            status.state = TaskState.RUNNING
+            status.started_at = status.started_at or workflow.now()
+            status.attempts = max(status.attempts, 1)
+            self._emit(
+                EventType.TASK_STARTED,
+                task=task.name,
+                agent=task.agent,
+                attempt=1,
+                data={"description": task.description[:SUMMARY_CHARS], "rerun": feedback is not None},
+            )
+            result = await self._execute(execution_id, spec, task, context, feedback, previous)
+            attempts += result.attempt
+            usage = usage + result.token_usage
+            self._journal.pop(task.name, None)
+            status.output_summary = result.raw[:SUMMARY_CHARS]
+            status.token_usage = usage
+            if not task.human_input:
+                break
+            verdict = await self._ask_human(task, result.raw)
+            if verdict.approve:
+                break
+            feedback, previous = verdict.feedback, result.raw
+        status.state = TaskState.COMPLETED
+        status.ended_at = workflow.now()
+        outputs[task.name] = TaskOutput(
+            name=task.name, agent=task.agent, raw=result.raw, attempts=attempts, token_usage=usage
+        )
+        self._emit(
+            EventType.TASK_COMPLETED,
+            task=task.name,
+            agent=task.agent,
+            attempt=result.attempt,
+            data={
+                "output": result.raw[:SUMMARY_CHARS],
+                "token_usage": usage.model_dump(),
+                "llm_calls": result.llm_calls,
+                "replayed_calls": result.replayed_calls,
+            },
+        )
+
+    async def _execute(
+        self,
+        execution_id: str,
+        spec: CrewSpec,
+        task: TaskSpec,
+        context: dict[str, str],
+        feedback: str | None,
+        previous: str | None,
+    ) -> RunTaskResult:
+        retry = spec.retry_for(task)
+        timeout = spec.timeout_for(task)
+        run = self._runs.get(task.name, 0) + 1
+        self._runs[task.name] = run
+        agent = spec.agent(task.agent)
+        try:
+            return await workflow.execute_activity(
+                RUN_TASK,
+                RunTaskInput(
+                    execution_id=execution_id,
+                    spec=spec,
+                    task=task.name,
+                    context=context,
+                    feedback=feedback,
+                    previous_output=previous,
+                ),
+                result_type=RunTaskResult,
+                activity_id=task.name if run == 1 else f"{task.name}#{run}",
+                summary=f"{agent.role}: {task.name}",
+                retry_policy=RetryPolicy(
+                    maximum_attempts=retry.maximum_attempts,
+                    initial_interval=timedelta(seconds=retry.initial_interval),
+                    backoff_coefficient=retry.backoff_coefficient,
+                    maximum_interval=timedelta(seconds=retry.maximum_interval),
+                    non_retryable_error_types=NON_RETRYABLE,
+                ),
+                cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+                **timeout.as_timedeltas(),  # type: ignore[arg-type]
+            )
+        except ActivityError as exc:
+            if isinstance(exc.cause, CancelledError):
+                raise exc.cause from None
+            message, error_type = _describe_failure(exc)
+            status = self._status.tasks[[t.name for t in spec.tasks].index(task.name)]
+            status.state = TaskState.FAILED
+            status.ended_at = workflow.now()
+            status.error = message
+            self._emit(
+                EventType.TASK_FAILED,
+                task=task.name,
+                agent=task.agent,
+                attempt=status.attempts,
+                data={"error": message, "error_type": error_type},
+            )
+            raise TaskFailed(task.name, message, error_type) from None
+
+    async def _ask_human(self, task: TaskSpec, output: str) -> FeedbackInput:
+        status = next(t for t in self._status.tasks if t.name == task.name)
+        status.state = TaskState.WAITING_FOR_INPUT
+        self._set_state(ExecutionState.WAITING_FOR_INPUT)
+        self._emit(
+            EventType.HUMAN_INPUT_REQUESTED,
+            task=task.name,
+            agent=task.agent,
+            data={"output": output, "timeout_seconds": task.human_input_timeout},
+        )
+        self._waiting[task.name] = None
+        try:
+            await workflow.wait_condition(
+                lambda: self._waiting.get(task.name) is not None,
+                timeout=task.human_input_timeout,
+            )
+        except TimeoutError:
+            if task.human_input_timeout_outcome == "approve":
+                return FeedbackInput(task=task.name, approve=True)
+            raise TaskFailed(
+                task.name,
+                f"no human feedback within {task.human_input_timeout:g}s",
+                "human_input_timeout",
+            ) from None
+        finally:
+            verdict = self._waiting.pop(task.name, None)
+            if not self._waiting:
+                self._set_state(ExecutionState.RUNNING)
+        assert verdict is not None
+        return verdict
+
+    async def _finish(self, state: ExecutionState) -> None:
+        self._status.ended_at = workflow.now()
+        self._set_state(state)
+        # Let subscribers drain, then end: a poll left hanging would be lost with the run.
+        self._stream.detach_pollers()
+        await workflow.wait_condition(workflow.all_handlers_finished)
+
+    # -- state ------------------------------------------------------------------------------
+
+    def _set_state(self, state: ExecutionState) -> None:
+        self._status.state = state
+        if workflow.info().typed_search_attributes.get(CREW_NAME_KEY) is not None:
+            workflow.upsert_search_attributes([STATUS_KEY.value_set(state.value)])
+        workflow.upsert_memo({"status": state.value})
+
+    def _emit(
+        self,
+        kind: EventType,
+        *,
+        task: str | None = None,
+        agent: str | None = None,
+        attempt: int | None = None,
+        data: dict[str, Any] | None = None,
+    ) -> None:
+        event = Event(
+            type=kind,
+            timestamp=workflow.now(),
+            task=task,
+            agent=agent,
+            attempt=attempt,
+            data=data or {},
+            event_id=f"wf-{len(self._events)}",
+        )
+        self._append(event)
+
+    def _append(self, event: Event) -> None:
+        event.offset = len(self._events)
+        self._events.append(event)
+        self._seen.add(event.event_id)
+        self._status.event_count = len(self._events)
+        self._topic.publish(event)
+
+    # -- handlers ---------------------------------------------------------------------------
+
+    @workflow.signal(name=EVENTS_SIGNAL)
+    def on_activity_events(self, batch: ActivityEventsInput) -> None:
+        """Events and journal entries an activity sends while its task runs."""
+        status = next((t for t in self._status.tasks if t.name == batch.task), None)
+        journal = self._journal.setdefault(batch.task, [])
+        for entry in batch.journal:
+            del journal[entry.seq :]
+            journal.append(entry)
+        for event in batch.events:
+            if event.event_id in self._seen:
+                continue  # a re-sent batch
+            if status is not None and status.state not in (
+                TaskState.COMPLETED,
+                TaskState.FAILED,
+                TaskState.CANCELLED,
+            ):
+                if event.type == EventType.TASK_STARTED and event.attempt:
+                    status.attempts = max(status.attempts, event.attempt)
+                    status.state = TaskState.RUNNING
+                elif event.type == EventType.TASK_RETRYING:
+                    status.state = TaskState.RETRYING
+                    status.attempts = max(status.attempts, int(event.data.get("next_attempt", 0)))
+            if event.type == EventType.LLM_CALL and not event.data.get("replayed"):
+                spent = TokenUsage(
+                    prompt_tokens=int(event.data.get("prompt_tokens", 0)),
+                    completion_tokens=int(event.data.get("completion_tokens", 0)),
+                    total_tokens=int(event.data.get("prompt_tokens", 0))
+                    + int(event.data.get("completion_tokens", 0)),
+                    requests=1,
+                )
+                self._status.token_usage = self._status.token_usage + spent
+            self._append(event)
+
+    @workflow.query(name=JOURNAL_QUERY)
+    def journal(self, data: JournalQueryInput) -> list[JournalRecord]:
+        """The LLM responses already paid for in the running task ``data.task``."""
+        return list(self._journal.get(data.task, []))
+
+    @workflow.query(name=STATUS_QUERY)
+    def status(self) -> ExecutionStatus:
+        """The execution's state and every task's progress."""
+        return self._status
+
+    @workflow.query(name=TRACE_QUERY)
+    def trace(self, data: TraceQueryInput) -> list[Event]:
+        """Events from an offset, in order."""
+        return self._events[data.from_offset : data.from_offset + data.limit]
+
+    @workflow.update(name=FEEDBACK_UPDATE)
+    def feedback(self, data: FeedbackInput) -> FeedbackResult:
+        """A human's verdict on a task waiting for review."""
+        name = data.task or next(n for n, v in self._waiting.items() if v is None)
+        self._waiting[name] = data
+        return FeedbackResult(task=name, approved=data.approve, rerun=not data.approve)
+
+    @feedback.validator
+    def _validate_feedback(self, data: FeedbackInput) -> None:
+        open_tasks = [n for n, v in self._waiting.items() if v is None]
+        if not open_tasks:
+            raise ValueError("no task is waiting for human input")
+        if data.task is not None and data.task not in open_tasks:
+            raise ValueError(
+                f"task {data.task!r} is not waiting for input; waiting: {', '.join(open_tasks)}"
+            )
+        if not data.approve and not (data.feedback or "").strip():
+            raise ValueError("give feedback, or approve")
+
+
+def _describe_failure(exc: ActivityError) -> tuple[str, str | None]:
+    cause: BaseException | None = exc.cause
+    while cause is not None:
+        if isinstance(cause, ApplicationError):
+            return cause.message, cause.type
+        if cause.__cause__ is None:
+            break
+        cause = cause.__cause__
+    if cause is not None and getattr(cause, "message", None):
+        kind = type(cause).__name__
+        return f"{kind}: {cause.message}", kind  # type: ignore[attr-defined]
+    return str(exc), None

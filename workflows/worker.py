@@ -1,0 +1,76 @@
+"""The worker: wires the Temporal client, the data converter, the workflow and activities."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+from typing import Any
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+
+from kasal.settings import Settings, get_settings
+from workflows.crew_workflow import CrewWorkflow
+
+log = logging.getLogger(__name__)
+
+#: Modules the sandbox shares instead of re-importing per run: Kasal's own data types
+#: (deterministic, and re-importing them costs 0.5-1 s per workflow run) and their deps.
+PASSTHROUGH = ("kasal", "activities", "workflows", "pydantic", "pydantic_core", "yaml")
+
+
+def workflow_runner() -> SandboxedWorkflowRunner:
+    """The sandbox, with Kasal's data modules passed through."""
+    return SandboxedWorkflowRunner(
+        restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH)
+    )
+
+
+def build_worker(
+    client: Client,
+    task_queue: str,
+    *,
+    settings: Settings | None = None,
+    executor: concurrent.futures.ThreadPoolExecutor | None = None,
+    **options: Any,
+) -> Worker:
+    """A worker for crew workflows and their activities on ``task_queue``."""
+    from activities.crew_activities import CrewActivities
+    from kasal.tools import load_tool_modules
+
+    settings = settings or get_settings()
+    load_tool_modules(settings.tool_modules)
+    activities = CrewActivities(executor=executor)
+    return Worker(
+        client,
+        task_queue=task_queue,
+        workflows=[CrewWorkflow],
+        activities=[activities.run_task],
+        workflow_runner=workflow_runner(),
+        max_concurrent_activities=settings.max_concurrent_activities,
+        max_concurrent_workflow_tasks=settings.max_concurrent_workflow_tasks,
+        **options,
+    )
+
+
+async def run_worker(
+    client: Client,
+    task_queue: str,
+    *,
+    stop: asyncio.Event | None = None,
+    ready: asyncio.Event | None = None,
+    settings: Settings | None = None,
+) -> None:
+    """Run a worker until ``stop`` is set (or for ever)."""
+    settings = settings or get_settings()
+    with concurrent.futures.ThreadPoolExecutor(
+        max_workers=settings.max_concurrent_activities, thread_name_prefix="kasal-task"
+    ) as executor:
+        worker = build_worker(client, task_queue, settings=settings, executor=executor)
+        async with worker:
+            log.info("worker polling task queue %s", task_queue)
+            if ready is not None:
+                ready.set()
+            await (stop.wait() if stop is not None else asyncio.Event().wait())
