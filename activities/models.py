@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from kasal.execution import JournalRecord, TokenUsage
+from kasal.execution import CrewWorkflowResult, ExecutionStatus, JournalRecord, TokenUsage
 from kasal.spec import CrewSpec
 
 #: Activity type names, shared by the worker (registration) and the workflow (calls).
 RUN_TASK = "run_task"
+RECORD_EXECUTION = "record_execution"
 
 
 #: One journaled LLM response (the workflow keeps them per task).
@@ -40,3 +41,21 @@ class RunTaskResult(BaseModel):
     llm_calls: int = 0
     replayed_calls: int = 0
     attempt: int = 1
+
+
+class RecordExecutionInput(BaseModel):
+    """Persist a finished execution: its final status, result, and (read by the activity
+    through the trace query, so history stays small) its events."""
+
+    workflow_id: str
+    status: ExecutionStatus
+    result: CrewWorkflowResult | None = None
+    spec_name: str
+    crew_id: str | None = None
+    owner: str | None = None
+
+
+class RecordExecutionResult(BaseModel):
+    """How many events were stored."""
+
+    events: int = 0

@@ -19,7 +19,13 @@ from temporalio.contrib.workflow_streams import WorkflowStream
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.models import RUN_TASK, RunTaskInput, RunTaskResult
+    from activities.models import (
+        RECORD_EXECUTION,
+        RUN_TASK,
+        RecordExecutionInput,
+        RunTaskInput,
+        RunTaskResult,
+    )
     from kasal.constants import (
         CREW_WORKFLOW,
         EVENTS_SIGNAL,
@@ -84,6 +90,7 @@ class CrewWorkflow:
         self._journal: dict[str, list[JournalRecord]] = {}
         self._waiting: dict[str, FeedbackInput | None] = {}
         self._runs: dict[str, int] = {}
+        self._owner = data.owner
         self._status = ExecutionStatus(
             execution_id=data.execution_id,
             crew_name=data.spec.name,
@@ -155,7 +162,7 @@ class CrewWorkflow:
                 "token_usage": result.token_usage.model_dump(),
             },
         )
-        await self._finish(ExecutionState.COMPLETED)
+        await self._finish(ExecutionState.COMPLETED, result)
         return result
 
     async def _gather(self, pending: list[asyncio.Task[None]]) -> None:
@@ -309,12 +316,39 @@ class CrewWorkflow:
         assert verdict is not None
         return verdict
 
-    async def _finish(self, state: ExecutionState) -> None:
+    async def _finish(
+        self, state: ExecutionState, result: CrewWorkflowResult | None = None
+    ) -> None:
         self._status.ended_at = workflow.now()
         self._set_state(state)
+        await self._record(result)
         # Let subscribers drain, then end: a poll left hanging would be lost with the run.
         self._stream.detach_pollers()
         await workflow.wait_condition(workflow.all_handlers_finished)
+
+    async def _record(self, result: CrewWorkflowResult | None) -> None:
+        """Persist the finished execution and its trace, so they outlive Temporal's retention.
+
+        Best effort: a database outage must not turn a finished crew into a failed one.
+        """
+        info = workflow.info()
+        try:
+            await workflow.execute_activity(
+                RECORD_EXECUTION,
+                RecordExecutionInput(
+                    workflow_id=info.workflow_id,
+                    status=self._status,
+                    result=result,
+                    spec_name=self._status.crew_name,
+                    crew_id=self._status.crew_id,
+                    owner=self._owner,
+                ),
+                start_to_close_timeout=timedelta(seconds=60),
+                retry_policy=RetryPolicy(maximum_attempts=5, maximum_interval=timedelta(seconds=10)),
+                summary="record execution",
+            )
+        except ActivityError as exc:
+            workflow.logger.warning("could not record execution: %s", exc)
 
     # -- state ------------------------------------------------------------------------------
 

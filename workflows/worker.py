@@ -38,16 +38,18 @@ def build_worker(
 ) -> Worker:
     """A worker for crew workflows and their activities on ``task_queue``."""
     from activities.crew_activities import CrewActivities
+    from activities.persistence import PersistenceActivities
     from kasal.tools import load_tool_modules
 
     settings = settings or get_settings()
     load_tool_modules(settings.tool_modules)
     activities = CrewActivities(executor=executor)
+    persistence = PersistenceActivities()
     return Worker(
         client,
         task_queue=task_queue,
         workflows=[CrewWorkflow],
-        activities=[activities.run_task],
+        activities=[activities.run_task, persistence.record_execution],
         workflow_runner=workflow_runner(),
         max_concurrent_activities=settings.max_concurrent_activities,
         max_concurrent_workflow_tasks=settings.max_concurrent_workflow_tasks,
