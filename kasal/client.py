@@ -466,7 +466,7 @@ class Runtime:
                 await asyncio.wait_for(self._worker_task, 30)
         self._worker_task = None
         if self.server is not None:
-            await asyncio.to_thread(self.server.stop)
+            self.server.stop()  # blocking is fine: nothing else runs on this loop by now
             self.server = None
         self.client = None
 

@@ -151,6 +151,14 @@ class CrewWorkflowResult(BaseModel):
     tasks: list[TaskOutput]
     token_usage: TokenUsage
 
+    @property
+    def raw(self) -> str:
+        """The final output, named as CrewAI's ``CrewOutput.raw``."""
+        return self.output
+
+    def __str__(self) -> str:
+        return self.output
+
 
 class JournalRecord(BaseModel):
     """One journaled LLM response of a task attempt (see ``activities.models.JournalEntry``)."""
