@@ -1,0 +1,292 @@
+"""The ``kasal`` command: run a crew, run a worker, run the whole thing locally."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from kasal.exceptions import (
+    ExecutionCancelledError,
+    ExecutionFailedError,
+    InvalidSpecError,
+    KasalError,
+    TemporalUnavailableError,
+)
+from kasal.execution import Event, EventType
+from kasal.settings import Settings, disable_crewai_telemetry, get_settings
+from kasal.spec import CrewSpec
+
+app = typer.Typer(
+    name="kasal",
+    help="Durable CrewAI crews on Temporal.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+#: Exit codes: a failed crew, bad input, Temporal unreachable.
+EXIT_FAILED, EXIT_INVALID, EXIT_UNAVAILABLE, EXIT_CANCELLED = 1, 2, 3, 4
+
+
+def main() -> None:
+    """Entry point of the ``kasal`` script."""
+    disable_crewai_telemetry()
+    app()
+
+
+def _parse_inputs(pairs: list[str]) -> dict[str, Any]:
+    inputs: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise InvalidSpecError(f"--input {pair!r} must look like key=value", field="inputs")
+        inputs[key.strip()] = value
+    return inputs
+
+
+def _fail(exc: KasalError) -> typer.Exit:
+    if isinstance(exc, InvalidSpecError) and isinstance(exc.details, list) and exc.details:
+        err.print("[bold red]invalid crew spec:[/]")
+        for problem in exc.details:
+            err.print(f"  [red]{problem['field']}[/]: {problem['message']}", highlight=False)
+        return typer.Exit(EXIT_INVALID)
+    code = {
+        InvalidSpecError: EXIT_INVALID,
+        TemporalUnavailableError: EXIT_UNAVAILABLE,
+        ExecutionCancelledError: EXIT_CANCELLED,
+    }.get(type(exc), EXIT_INVALID if isinstance(exc, InvalidSpecError) else EXIT_FAILED)
+    err.print(f"[bold red]error:[/] {exc}", highlight=False)
+    return typer.Exit(code)
+
+
+def _describe(event: Event) -> str | None:
+    data = event.data
+    task = f"[cyan]{event.task}[/]" if event.task else ""
+    match event.type:
+        case EventType.EXECUTION_STARTED:
+            return f"▶ crew [bold]{data.get('crew')}[/] started: {len(data.get('tasks', []))} tasks"
+        case EventType.TASK_STARTED:
+            extra = f" (attempt {event.attempt})" if (event.attempt or 1) > 1 else ""
+            return f"  … {task} started by {event.agent}{extra}"
+        case EventType.LLM_CALL:
+            tokens = int(data.get("prompt_tokens", 0)) + int(data.get("completion_tokens", 0))
+            replay = " [dim](replayed from journal)[/]" if data.get("replayed") else ""
+            return (
+                f"    · {task} LLM call {data.get('model')}: {tokens} tokens, "
+                f"{data.get('latency_ms', 0):.0f} ms{replay}"
+            )
+        case EventType.TOOL_CALL:
+            return f"    · {task} tool {data.get('tool')}({json.dumps(data.get('input'))})"
+        case EventType.TASK_RETRYING:
+            return (
+                f"  [yellow]↻ {task} attempt {event.attempt} failed: {data.get('error')}; "
+                f"retrying in {data.get('retry_in_seconds')}s[/]"
+            )
+        case EventType.TASK_COMPLETED:
+            return f"  [green]✓[/] {task} completed"
+        case EventType.TASK_FAILED:
+            return f"  [red]✗ {task} failed: {data.get('error')}[/]"
+        case EventType.HUMAN_INPUT_REQUESTED:
+            return f"  [magenta]? {task} waits for human input[/]"
+        case EventType.EXECUTION_COMPLETED:
+            usage = data.get("token_usage", {})
+            return f"[green]■ completed[/] ({usage.get('total_tokens', 0)} tokens)"
+        case EventType.EXECUTION_FAILED:
+            return f"[red]■ failed:[/] {data.get('error')}"
+        case EventType.EXECUTION_CANCELLED:
+            return "[yellow]■ cancelled[/]"
+    return None
+
+
+@app.command()
+def run(
+    spec_file: Annotated[Path, typer.Argument(help="Crew spec, YAML or JSON.")],
+    inputs: Annotated[
+        list[str] | None, typer.Option("--input", "-i", help="key=value, fills {key}.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    detach: Annotated[
+        bool, typer.Option(help="Start and print the execution id; do not wait.")
+    ] = False,
+) -> None:
+    """Run a crew end to end, showing live progress; print its output and execution id."""
+    try:
+        spec = CrewSpec.from_file(spec_file)
+        values = _parse_inputs(inputs or [])
+        spec.interpolated(values)  # a missing input is an error before anything starts
+        code = asyncio.run(_run(spec, values, as_json, detach))
+    except KasalError as exc:
+        raise _fail(exc) from None
+    raise typer.Exit(code)
+
+
+async def _run(spec: CrewSpec, inputs: dict[str, Any], as_json: bool, detach: bool) -> int:
+    from kasal.client import Runtime
+    from kasal.llm import offline_default_reason
+
+    settings = get_settings()
+    show = err if as_json else out
+    offline = [a.name for a in spec.agents if a.llm.provider == "offline"]
+    if offline and (reason := offline_default_reason()):
+        show.print(
+            f"[dim]using the offline model for {', '.join(offline)}: {reason}. "
+            "Set a provider key and an agent `model:` (e.g. openai/gpt-4o) to use a real "
+            "LLM.[/]"
+        )
+    async with Runtime(settings, in_process_worker=settings.embedded and not detach) as rt:
+        if rt.server is not None and rt.server.ui_url:
+            show.print(f"[dim]Temporal Web UI: {rt.server.ui_url}[/]")
+        handle = await rt.start_execution(spec, inputs)
+        show.print(f"execution [bold]{handle.id}[/] (workflow {handle.workflow_id})")
+        if detach:
+            if as_json:
+                print(json.dumps({"execution_id": handle.id, "workflow_id": handle.workflow_id}))
+            return 0
+        async for event in handle.events():
+            if (line := _describe(event)) is not None:
+                show.print(line, highlight=False)
+        try:
+            result = await handle.result()
+        except (ExecutionFailedError, ExecutionCancelledError) as exc:
+            if as_json:
+                status = "cancelled" if isinstance(exc, ExecutionCancelledError) else "failed"
+                print(json.dumps({"execution_id": handle.id, "status": status, "error": str(exc)}))
+            else:
+                err.print(f"[bold red]execution {handle.id} {exc}[/]", highlight=False)
+            return EXIT_CANCELLED if isinstance(exc, ExecutionCancelledError) else EXIT_FAILED
+    if as_json:
+        print(json.dumps({"status": "completed", **result.model_dump(mode="json")}, indent=2))
+    else:
+        out.rule("final output")
+        out.print(result.output, highlight=False, markup=False)
+        out.rule()
+        out.print(
+            f"execution id: [bold]{result.execution_id}[/]  tokens: "
+            f"{result.token_usage.total_tokens}"
+        )
+    return 0
+
+
+@app.command()
+def validate(spec_file: Annotated[Path, typer.Argument(help="Crew spec, YAML or JSON.")]) -> None:
+    """Check a crew spec and print it normalised."""
+    try:
+        spec = CrewSpec.from_file(spec_file)
+    except KasalError as exc:
+        raise _fail(exc) from None
+    out.print(spec.to_yaml(), highlight=False, markup=False)
+
+
+@app.command()
+def worker() -> None:
+    """Run a worker against the configured Temporal (KASAL_TEMPORAL_ADDRESS)."""
+    settings = get_settings()
+    if settings.embedded:
+        raise _fail(
+            TemporalUnavailableError(
+                "no Temporal configured: set KASAL_TEMPORAL_ADDRESS (host:port), or use "
+                "`kasal dev` to run the embedded server with a worker"
+            )
+        )
+    _setup_logging()
+    try:
+        asyncio.run(_worker(settings))
+    except KasalError as exc:
+        raise _fail(exc) from None
+
+
+async def _worker(settings: Settings) -> None:
+    from kasal.client import connect, ensure_search_attributes
+    from workflows.worker import run_worker
+
+    client = await connect(settings.temporal_address, settings.temporal_namespace)
+    await ensure_search_attributes(client)
+    stop = _stop_on_signals()
+    err.print(
+        f"worker on {settings.temporal_address}, namespace {settings.temporal_namespace}, "
+        f"task queue {settings.task_queue}"
+    )
+    await run_worker(client, settings.task_queue, stop=stop, settings=settings)
+
+
+@app.command()
+def dev(
+    api_port: Annotated[int, typer.Option(help="Port of the REST API (0: no API).")] = 8000,
+    host: Annotated[str, typer.Option(help="Interface the API listens on.")] = "127.0.0.1",
+) -> None:
+    """Run everything locally: Temporal dev server (Web UI on), a worker and the API."""
+    _setup_logging()
+    try:
+        asyncio.run(_dev(api_port, host))
+    except KasalError as exc:
+        raise _fail(exc) from None
+
+
+async def _dev(api_port: int, host: str) -> None:
+    from kasal.client import Runtime
+
+    settings = get_settings()
+    stop = _stop_on_signals()
+    async with Runtime(settings, in_process_worker=True) as rt:
+        if rt.server is not None:
+            err.print(f"Temporal: {rt.server.address}  data: {rt.server.db_file}")
+            if rt.server.ui_url:
+                err.print(f"Temporal Web UI: {rt.server.ui_url}")
+        err.print(f"worker on task queue {settings.task_queue}")
+        server_task = None
+        if api_port:
+            server_task = asyncio.create_task(_serve_api(settings, rt, host, api_port, stop))
+            err.print(f"API: http://{host}:{api_port}/api/docs")
+        await stop.wait()
+        if server_task is not None:
+            await server_task
+
+
+async def _serve_api(settings: Settings, rt: Any, host: str, port: int, stop: asyncio.Event) -> None:
+    import uvicorn
+
+    try:
+        from api.main import create_app
+    except ImportError as exc:  # pragma: no cover - API package missing
+        err.print(f"[yellow]API not available: {exc}[/]")
+        return
+    if rt.server is not None and settings.embedded:
+        settings = settings.model_copy(update={"temporal_address": rt.server.address})
+    config = uvicorn.Config(create_app(settings), host=host, port=port, log_level="warning")
+    server = uvicorn.Server(config)
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    serving = asyncio.create_task(server.serve())
+    await stop.wait()
+    server.should_exit = True
+    await serving
+
+
+def _stop_on_signals() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("temporalio").setLevel(logging.WARNING)
+
+
+if __name__ == "__main__":
+    main()
