@@ -56,3 +56,13 @@ async def worker(temporal_client, task_queue, settings):
     """An in-process worker on this test's task queue."""
     async with running_worker(temporal_client, task_queue, settings):
         yield
+
+
+@pytest.fixture
+def llm_stub():
+    """A local OpenAI-compatible server (real HTTP) with a request log."""
+    from tests.fixtures.llm_stub import StubLLMServer
+
+    stub = StubLLMServer().start()
+    yield stub
+    stub.stop()

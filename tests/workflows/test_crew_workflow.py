@@ -1,0 +1,257 @@
+"""CrewWorkflow against a real Temporal dev server, CrewAI, and a real HTTP LLM stub."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from kasal.client import ExecutionHandle, start_execution
+from kasal.exceptions import ExecutionCancelledError, ExecutionFailedError, InvalidSpecError
+from kasal.execution import EventType, ExecutionState, TaskState
+from tests.fixtures.llm_stub import ModelBehaviour
+from tests.helpers import FAST_RETRY, crew, stub_agent
+
+
+async def start(client, task_queue, spec, inputs=None) -> ExecutionHandle:
+    return await start_execution(client, spec, inputs, task_queue=task_queue)
+
+
+async def collect(handle: ExecutionHandle, from_offset: int = 0):
+    return [e async for e in handle.events(from_offset)]
+
+
+async def test_context_passes_between_tasks_over_the_openai_path(
+    temporal_client, task_queue, worker, llm_stub
+):
+    spec = crew(
+        [
+            {"name": "gather", "description": "Gather facts about {topic}"},
+            {"name": "draft", "description": "Draft a note"},  # sees gather (the one before)
+            {"name": "check", "description": "Check the facts", "context": ["gather"]},
+        ],
+        agents=[stub_agent("writer", llm_stub.base_url)],
+    )
+    handle = await start(temporal_client, task_queue, spec, {"topic": "tea"})
+    result = await handle.result()
+
+    requests = llm_stub.requests_for("writer")
+    assert len(requests) == 3
+    gather, draft, check = requests
+    assert "Gather facts about tea" in gather.prompt
+    gather_out = result.tasks[0].raw
+    draft_out = result.tasks[1].raw
+    assert gather_out == llm_stub.answer_for("writer", gather.prompt)
+    assert gather_out in draft.prompt
+    assert gather_out in check.prompt and draft_out not in check.prompt
+    assert result.output == result.tasks[2].raw
+    assert result.token_usage.requests == 3 and result.token_usage.total_tokens > 0
+
+
+async def test_async_tasks_run_in_parallel(temporal_client, task_queue, worker):
+    slow = {"name": "analyst", "role": "Analyst", "goal": "g", "llm": {
+        "model": "offline/slow", "options": {"latency_ms": 1500}}}
+    spec = crew(
+        [
+            {"name": "a", "description": "Part A", "async_execution": True},
+            {"name": "b", "description": "Part B", "async_execution": True, "context": []},
+            {"name": "join", "description": "Join", "context": ["a", "b"]},
+        ],
+        agents=[slow],
+    )
+    started = time.monotonic()
+    handle = await start(temporal_client, task_queue, spec)
+    result = await handle.result()
+    elapsed = time.monotonic() - started
+    status = await handle.status()
+    a, b, join = status.tasks
+    # a and b overlap in time; join starts only after both ended.
+    assert a.started_at < b.ended_at and b.started_at < a.ended_at
+    assert join.started_at >= max(a.ended_at, b.ended_at)
+    assert elapsed < 3 * 1.5 + 1.0, f"three 1.5 s tasks took {elapsed:.1f}s: not parallel"
+    assert result.tasks[0].raw in [r for r in [result.tasks[0].raw]]
+
+
+async def test_retryable_failures_are_retried_and_reported(temporal_client, task_queue, worker):
+    flaky = {"name": "analyst", "role": "Analyst", "goal": "g",
+             "llm": {"model": "offline/flaky", "options": {"fail_first": 2}}}
+    spec = crew([{"name": "t", "description": "Do it", "retry": FAST_RETRY}], agents=[flaky])
+    handle = await start(temporal_client, task_queue, spec)
+    result = await handle.result()
+    events = await collect(handle)
+    retrying = [e for e in events if e.type == EventType.TASK_RETRYING]
+    assert [e.attempt for e in retrying] == [1, 2]
+    assert "503" in retrying[0].data["error"]
+    assert retrying[0].data["next_attempt"] == 2
+    assert result.tasks[0].attempts == 3
+    status = await handle.status()
+    assert status.tasks[0].attempts == 3 and status.tasks[0].state == TaskState.COMPLETED
+
+
+async def test_provider_5xx_over_http_is_retried(temporal_client, task_queue, worker, llm_stub):
+    llm_stub.behaviours["flaky"] = ModelBehaviour(fail_first=2, fail_status=502)
+    spec = crew(
+        [{"name": "t", "description": "Do it", "retry": FAST_RETRY}],
+        agents=[stub_agent("flaky", llm_stub.base_url)],
+    )
+    result = await (await start(temporal_client, task_queue, spec)).result()
+    assert result.tasks[0].attempts == 3
+    assert [r.status for r in llm_stub.requests_for("flaky", None)] == [502, 502, 200]
+
+
+@pytest.mark.parametrize(
+    ("agent_llm", "message"),
+    [
+        ({"model": "offline/x", "options": {"fail_with": "auth"}}, "invalid API key"),
+        ({"model": "nosuch/model"}, "unknown LLM provider"),
+    ],
+)
+async def test_non_retryable_errors_fail_fast(temporal_client, task_queue, worker, agent_llm, message):
+    agent = {"name": "analyst", "role": "Analyst", "goal": "g", "llm": agent_llm}
+    if agent_llm["model"].startswith("offline"):
+        agent["llm"]["options"]["fail_first"] = 5
+    spec = crew(
+        [{"name": "t", "description": "Do it", "retry": {"maximum_attempts": 5}}], agents=[agent]
+    )
+    started = time.monotonic()
+    handle = await start(temporal_client, task_queue, spec)
+    with pytest.raises((ExecutionFailedError, InvalidSpecError)) as info:
+        await handle.result()
+    assert message in str(info.value)
+    assert time.monotonic() - started < 10
+    status = await handle.status()
+    assert status.state == ExecutionState.FAILED
+    assert status.tasks[0].attempts == 1 and status.tasks[0].state == TaskState.FAILED
+    events = await collect(handle)
+    assert not [e for e in events if e.type == EventType.TASK_RETRYING]
+    assert events[-1].type == EventType.EXECUTION_FAILED
+
+
+async def test_provider_auth_failure_over_http_is_not_retried(
+    temporal_client, task_queue, worker, llm_stub, monkeypatch
+):
+    monkeypatch.setenv("STUB_BAD_KEY", "bad-key")
+    spec = crew(
+        [{"name": "t", "description": "Do it", "retry": {"maximum_attempts": 5}}],
+        agents=[stub_agent("locked", llm_stub.base_url, api_key_env="STUB_BAD_KEY")],
+    )
+    handle = await start(temporal_client, task_queue, spec)
+    with pytest.raises(ExecutionFailedError, match="credentials"):
+        await handle.result()
+    assert len(llm_stub.requests_for("locked", None)) == 1
+
+
+async def test_unknown_tool_is_a_spec_error(temporal_client, task_queue, worker):
+    agent = {"name": "analyst", "role": "Analyst", "goal": "g", "tools": ["no_such_tool"]}
+    spec = crew([{"name": "t", "description": "Do it"}], agents=[agent])
+    handle = await start(temporal_client, task_queue, spec)
+    with pytest.raises(InvalidSpecError, match="unknown tool"):
+        await handle.result()
+
+
+async def test_missing_input_is_refused_before_start(temporal_client, task_queue):
+    spec = crew([{"name": "t", "description": "About {product}"}])
+    with pytest.raises(InvalidSpecError, match="product"):
+        await start(temporal_client, task_queue, spec, {})
+
+
+async def test_task_timeout(temporal_client, task_queue, worker):
+    slow = {"name": "analyst", "role": "Analyst", "goal": "g",
+            "llm": {"model": "offline/slow", "options": {"latency_ms": 5000}}}
+    spec = crew(
+        [{
+            "name": "t",
+            "description": "Too slow",
+            "timeout": {"start_to_close": 1, "heartbeat": 5},
+            "retry": {"maximum_attempts": 2, "initial_interval": 0.1},
+        }],
+        agents=[slow],
+    )
+    started = time.monotonic()
+    handle = await start(temporal_client, task_queue, spec)
+    with pytest.raises(ExecutionFailedError, match="(?i)timeout|timed out"):
+        await handle.result()
+    assert time.monotonic() - started < 8
+    status = await handle.status()
+    assert status.tasks[0].state == TaskState.FAILED
+    assert status.tasks[0].attempts == 2
+
+
+async def test_cancellation_stops_the_running_task(temporal_client, task_queue, worker):
+    slow = {"name": "analyst", "role": "Analyst", "goal": "g",
+            "llm": {"model": "offline/slow", "options": {"latency_ms": 60_000}}}
+    spec = crew(
+        [{"name": "first", "description": "Long"}, {"name": "second", "description": "Never"}],
+        agents=[slow],
+        timeout={"start_to_close": 300, "heartbeat": 3},
+    )
+    handle = await start(temporal_client, task_queue, spec)
+    async for event in handle.events():
+        if event.type == EventType.TASK_STARTED:
+            break
+    await asyncio.sleep(0.5)
+    asked = time.monotonic()
+    await handle.cancel()
+    with pytest.raises(ExecutionCancelledError):
+        await handle.result()
+    assert time.monotonic() - asked < 8, "a 60 s LLM call should stop within a heartbeat"
+    await handle.cancel()  # idempotent
+    status = await handle.status()
+    assert status.state == ExecutionState.CANCELLED
+    assert [t.state for t in status.tasks] == [TaskState.CANCELLED, TaskState.CANCELLED]
+    events = await collect(handle)
+    assert events[-1].type == EventType.EXECUTION_CANCELLED
+    assert not [e for e in events if e.task == "second"]
+
+
+async def test_events_are_ordered_with_offsets_and_resumable(temporal_client, task_queue, worker):
+    tooled = {
+        "name": "analyst", "role": "Analyst", "goal": "g", "tools": ["calculator"],
+        "llm": {"model": "offline/t", "options": {
+            "script": [{"tool": "calculator", "input": {"expression": "6 * 7"}}]}},
+    }
+    spec = crew(
+        [{"name": "one", "description": "First"}, {"name": "two", "description": "Second"}],
+        agents=[tooled],
+    )
+    handle = await start(temporal_client, task_queue, spec)
+    live = await collect(handle)
+    await handle.result()
+    assert [e.offset for e in live] == list(range(len(live)))
+    assert [e.type for e in live] == [
+        EventType.EXECUTION_STARTED,
+        EventType.TASK_STARTED, EventType.LLM_CALL, EventType.TOOL_CALL, EventType.LLM_CALL,
+        EventType.TASK_COMPLETED,
+        EventType.TASK_STARTED, EventType.LLM_CALL, EventType.TOOL_CALL, EventType.LLM_CALL,
+        EventType.TASK_COMPLETED,
+        EventType.EXECUTION_COMPLETED,
+    ]
+    tool = live[3]
+    assert tool.data["tool"] == "calculator" and tool.data["output"] == "42"
+    assert live[2].data["model"] == "offline/t" and live[2].data["prompt_tokens"] > 0
+    # A late subscriber starting at an offset sees exactly the tail, as does the trace query.
+    tail = await collect(handle, from_offset=5)
+    assert [(e.offset, e.event_id) for e in tail] == [(e.offset, e.event_id) for e in live[5:]]
+    trace = await handle.trace(from_offset=3, limit=4)
+    assert [e.event_id for e in trace] == [e.event_id for e in live[3:7]]
+    # Task state comes from those events too.
+    status = await handle.status()
+    assert status.event_count == len(live)
+    assert status.token_usage.requests == 4
+
+
+async def test_starting_twice_with_one_execution_id_is_idempotent(
+    temporal_client, task_queue, worker
+):
+    spec = crew([{"name": "t", "description": "Once"}])
+    first = await start_execution(
+        temporal_client, spec, task_queue=task_queue, execution_id="same-id-1"
+    )
+    again = await start_execution(
+        temporal_client, spec, task_queue=task_queue, execution_id="same-id-1"
+    )
+    assert first.workflow_id == again.workflow_id == "kasal-exec-same-id-1"
+    await first.result()
+    events = await collect(again)
+    assert sum(e.type == EventType.EXECUTION_STARTED for e in events) == 1
