@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 
 from activities.models import RECORD_EXECUTION, RecordExecutionInput, RecordExecutionResult
 from kasal.constants import TRACE_QUERY
+from kasal.db.repositories import ExecutionRepository
 from kasal.execution import Event, TraceQueryInput
 
 log = logging.getLogger(__name__)
@@ -34,9 +36,27 @@ async def read_trace(workflow_id: str) -> list[Event]:
 class PersistenceActivities:
     """Writes finished executions and their traces to the database."""
 
+    def __init__(self, sessions: async_sessionmaker[AsyncSession] | None = None) -> None:
+        #: None only where no database is wanted (then the trace is read and counted).
+        self.sessions = sessions
+
     @activity.defn(name=RECORD_EXECUTION)
     async def record_execution(self, data: RecordExecutionInput) -> RecordExecutionResult:
-        """Store the final status, result and trace of an execution."""
+        """Store the final status, result and trace of an execution.
+
+        Idempotent, as retries need: the row is upserted and the trace replaced in one
+        transaction, so an attempt either writes everything or nothing.
+        """
         events = await read_trace(data.workflow_id)
-        # TODO(issue 3): write to the database through kasal.db repositories.
+        if self.sessions is None:
+            return RecordExecutionResult(events=len(events))
+        async with self.sessions() as session, session.begin():
+            await ExecutionRepository(session).record_finished(
+                workflow_id=data.workflow_id,
+                status=data.status,
+                result=data.result,
+                events=events,
+                owner=data.owner,
+            )
+        log.info("recorded execution %s (%d events)", data.status.execution_id, len(events))
         return RecordExecutionResult(events=len(events))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+from datetime import timedelta
 from typing import Any
 
 from temporalio.client import Client
@@ -39,12 +40,17 @@ def build_worker(
     """A worker for crew workflows and their activities on ``task_queue``."""
     from activities.crew_activities import CrewActivities
     from activities.persistence import PersistenceActivities
+    from kasal.db.engine import create_engine, session_factory
     from kasal.tools import load_tool_modules
 
     settings = settings or get_settings()
     load_tool_modules(settings.tool_modules)
     activities = CrewActivities(executor=executor)
-    persistence = PersistenceActivities()
+    # One connection per record (no pool): the worker writes once per execution, and an
+    # unpooled engine needs no disposal when the worker stops.
+    persistence = PersistenceActivities(
+        session_factory(create_engine(settings.resolved_database_url(), pooled=False))
+    )
     return Worker(
         client,
         task_queue=task_queue,
@@ -53,6 +59,9 @@ def build_worker(
         workflow_runner=workflow_runner(),
         max_concurrent_activities=settings.max_concurrent_activities,
         max_concurrent_workflow_tasks=settings.max_concurrent_workflow_tasks,
+        # A dead worker's sticky queue holds its workflows' tasks (and the journal query a
+        # resumed task makes) until this passes; the 10 s default slows every recovery.
+        sticky_queue_schedule_to_start_timeout=timedelta(seconds=2),
         **options,
     )
 

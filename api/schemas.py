@@ -1,0 +1,246 @@
+"""Request and response bodies. Requests refuse unknown fields and coerce no types."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from kasal.execution import Event, EventType, TaskOutput, TaskStatus, TokenUsage
+
+T = TypeVar("T")
+
+
+class StrictInput(BaseModel):
+    """Base of request bodies: unknown fields and wrong types are a 422, not a guess."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class ErrorDetail(BaseModel):
+    """What went wrong."""
+
+    code: str
+    message: str
+    details: Any = None
+
+
+class ErrorOut(BaseModel):
+    """The one error shape of every 4xx and 5xx response."""
+
+    error: ErrorDetail
+
+
+class Page(BaseModel, Generic[T]):
+    """One page of a list."""
+
+    items: list[T]
+    total: int
+    offset: int
+    limit: int
+
+
+# -- auth -------------------------------------------------------------------------------------
+
+
+class LoginInput(StrictInput):
+    """Credentials: the email as username, and the password."""
+
+    username: str = Field(min_length=1, max_length=320)
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class TokenOut(BaseModel):
+    """An access token to send as ``Authorization: Bearer <token>``."""
+
+    access_token: str
+    token_type: str = "bearer"
+    expires_in: int
+
+
+class UserCreate(StrictInput):
+    """A new user (admins only)."""
+
+    email: str = Field(min_length=3, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")
+    password: str = Field(min_length=8, max_length=1024)
+    full_name: str | None = Field(default=None, max_length=200)
+    is_admin: bool = False
+
+
+class UserOut(BaseModel):
+    """A user, without anything secret."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    email: str
+    full_name: str | None
+    is_admin: bool
+    is_active: bool
+    created_at: datetime
+
+
+# -- crews ------------------------------------------------------------------------------------
+
+
+class CrewOut(BaseModel):
+    """A stored crew and its spec."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    name: str
+    description: str
+    spec: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+
+
+# -- executions -------------------------------------------------------------------------------
+
+
+class ExecutionCreate(StrictInput):
+    """Start a stored crew (``crew_id``) or an inline ``spec``, with ``inputs``."""
+
+    crew_id: str | None = Field(default=None, pattern=r"^[0-9a-f]{32}$")
+    spec: dict[str, Any] | None = None
+    inputs: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ExecutionCreate:
+        if (self.crew_id is None) == (self.spec is None):
+            raise ValueError("give exactly one of crew_id and spec")
+        return self
+
+
+class ExecutionStarted(BaseModel):
+    """An accepted start: where to follow it."""
+
+    execution_id: str
+    workflow_id: str
+    status: str
+    crew_id: str | None
+    created_at: datetime
+
+
+class ExecutionSummary(BaseModel):
+    """An execution in a list."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    workflow_id: str
+    crew_id: str | None
+    crew_name: str
+    status: str
+    created_at: datetime
+    started_at: datetime | None
+    ended_at: datetime | None
+    error: str | None
+
+
+class ExecutionOut(ExecutionSummary):
+    """An execution's state with per-task progress."""
+
+    inputs: dict[str, Any]
+    token_usage: TokenUsage
+    tasks: list[TaskStatus]
+    event_count: int
+
+
+class ExecutionResultOut(BaseModel):
+    """The final output of a finished execution (``output`` is null unless it completed)."""
+
+    execution_id: str
+    status: str
+    output: str | None
+    tasks: list[TaskOutput]
+    token_usage: TokenUsage
+    error: str | None
+
+
+class CancelOut(BaseModel):
+    """A cancel request: ``status`` is the execution's state as far as known."""
+
+    execution_id: str
+    status: str
+    cancel_requested: bool
+
+
+class FeedbackIn(StrictInput):
+    """Human input for a task waiting for review: approve it, or give feedback to redo it."""
+
+    approve: bool = False
+    feedback: str | None = Field(default=None, max_length=20_000)
+    task: str | None = Field(default=None, max_length=100)
+
+    @model_validator(mode="after")
+    def _approve_or_feedback(self) -> FeedbackIn:
+        if self.approve and self.feedback:
+            raise ValueError("give either approve=true or feedback, not both")
+        if not self.approve and not (self.feedback or "").strip():
+            raise ValueError('give {"approve": true} or {"feedback": "..."}')
+        return self
+
+
+class FeedbackOut(BaseModel):
+    """What the execution will do with the feedback."""
+
+    execution_id: str
+    task: str
+    approved: bool
+    rerun: bool
+
+
+# -- events -----------------------------------------------------------------------------------
+
+#: Kasal event types as the wire (WebSocket and trace) names them.
+WIRE_TYPES: dict[str, str] = {
+    EventType.TASK_STARTED: "task_start",
+    EventType.TASK_COMPLETED: "task_complete",
+    EventType.EXECUTION_COMPLETED: "execution_complete",
+    EventType.TASK_FAILED: "error",
+    EventType.EXECUTION_FAILED: "error",
+}
+
+
+class EventOut(BaseModel):
+    """One event on the wire. ``type`` is the wire name, ``event`` Kasal's own name."""
+
+    type: str
+    event: str
+    execution_id: str
+    offset: int
+    timestamp: datetime
+    task: str | None = None
+    agent: str | None = None
+    attempt: int | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+def wire_event(execution_id: str, event: Event) -> EventOut:
+    """The wire form of an event."""
+    kind = str(event.type)
+    return EventOut(
+        type=WIRE_TYPES.get(kind, kind),
+        event=kind,
+        execution_id=execution_id,
+        offset=event.offset or 0,
+        timestamp=event.timestamp,
+        task=event.task,
+        agent=event.agent,
+        attempt=event.attempt,
+        data=event.data,
+    )
+
+
+class TraceOut(BaseModel):
+    """A page of an execution's events; ask again from ``next_offset`` for more."""
+
+    execution_id: str
+    offset: int
+    limit: int
+    next_offset: int
+    finished: bool
+    events: list[EventOut]

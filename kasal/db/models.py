@@ -1,0 +1,151 @@
+"""Tables: users, crews, executions and the traces of finished executions."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+
+def new_id() -> str:
+    """A fresh primary key: 32 hex characters."""
+    return uuid.uuid4().hex
+
+
+def utcnow() -> datetime:
+    """Now, timezone-aware."""
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp that always comes back timezone-aware (SQLite forgets the zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        if value is not None and dialect.name == "sqlite":
+            value = value.astimezone(UTC)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every Kasal table."""
+
+    metadata = MetaData(
+        naming_convention={
+            "ix": "ix_%(column_0_label)s",
+            "uq": "uq_%(table_name)s_%(column_0_name)s",
+            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+            "pk": "pk_%(table_name)s",
+        }
+    )
+    type_annotation_map = {dict[str, Any]: JSON, datetime: UTCDateTime}
+
+
+class User(Base):
+    """Someone who signs in. ``email`` is the login name."""
+
+    __tablename__ = "users"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    hashed_password: Mapped[str] = mapped_column(String(255))
+    full_name: Mapped[str | None] = mapped_column(String(200))
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Crew(Base):
+    """A stored crew: its validated ``CrewSpec`` as JSON."""
+
+    __tablename__ = "crews"
+    __table_args__ = (Index("ix_crews_owner_created", "owner_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    owner_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, default="")
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Execution(Base):
+    """One crew kickoff. Written by the API at start, finished by the worker's record activity.
+
+    ``status_detail`` is the final ``ExecutionStatus`` (per-task progress) and ``result`` the
+    ``CrewWorkflowResult``, both as JSON, so finished executions are answered from here.
+    """
+
+    __tablename__ = "executions"
+    __table_args__ = (
+        UniqueConstraint("owner_id", "idempotency_key", name="uq_executions_owner_idempotency"),
+        Index("ix_executions_owner_created", "owner_id", "created_at"),
+        Index("ix_executions_owner_status", "owner_id", "status"),
+        Index("ix_executions_crew", "crew_id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    workflow_id: Mapped[str] = mapped_column(String(100), unique=True)
+    owner_id: Mapped[str | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    # No foreign key: an execution outlives the crew it was started from.
+    crew_id: Mapped[str | None] = mapped_column(String(32))
+    crew_name: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(32), default="pending")
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    inputs: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    request_hash: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column()
+    ended_at: Mapped[datetime | None] = mapped_column()
+    token_usage: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    status_detail: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    error: Mapped[str | None] = mapped_column(Text)
+    event_count: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class TraceEvent(Base):
+    """One event of a finished execution's stream, at its offset."""
+
+    __tablename__ = "trace_events"
+    __table_args__ = (
+        UniqueConstraint("execution_id", "offset", name="uq_trace_events_execution_offset"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    execution_id: Mapped[str] = mapped_column(ForeignKey("executions.id", ondelete="CASCADE"))
+    offset: Mapped[int] = mapped_column(Integer)
+    type: Mapped[str] = mapped_column(String(64))
+    timestamp: Mapped[datetime] = mapped_column()
+    task: Mapped[str | None] = mapped_column(String(100))
+    agent: Mapped[str | None] = mapped_column(String(100))
+    attempt: Mapped[int | None] = mapped_column(Integer)
+    event_id: Mapped[str] = mapped_column(String(100), default="")
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

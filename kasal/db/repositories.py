@@ -1,0 +1,281 @@
+"""Every query the API and the worker make, one repository per table.
+
+Repositories never commit: the caller owns the transaction (the API commits once per
+request; the record activity commits once per attempt). Ownership is part of every lookup,
+so another user's row is simply not found.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from kasal.db.models import Crew, Execution, TraceEvent, User, utcnow
+from kasal.exceptions import NotFoundError
+from kasal.execution import CrewWorkflowResult, Event, ExecutionState, ExecutionStatus
+
+FINISHED = tuple(s.value for s in ExecutionState if s.finished)
+
+
+class UserRepository:
+    """Users, looked up by id or email."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get(self, user_id: str) -> User | None:
+        """The user with this id, if any."""
+        return await self.session.get(User, user_id)
+
+    async def get_by_email(self, email: str) -> User | None:
+        """The user with this email (compared case-insensitively), if any."""
+        query = select(User).where(User.email == email.strip().lower())
+        return (await self.session.scalars(query)).first()
+
+    async def create(
+        self,
+        email: str,
+        hashed_password: str,
+        *,
+        is_admin: bool = False,
+        full_name: str | None = None,
+    ) -> User:
+        """A new user; the email is stored lower-cased."""
+        user = User(
+            email=email.strip().lower(),
+            hashed_password=hashed_password,
+            is_admin=is_admin,
+            full_name=full_name,
+            is_active=True,
+        )
+        self.session.add(user)
+        await self.session.flush()
+        return user
+
+
+class CrewRepository:
+    """Crews of one owner."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def create(self, owner_id: str, spec: dict[str, Any]) -> Crew:
+        """Store a validated spec (as JSON data) as a new crew."""
+        crew = Crew(
+            owner_id=owner_id,
+            name=spec["name"],
+            description=spec.get("description") or "",
+            spec=spec,
+        )
+        self.session.add(crew)
+        await self.session.flush()
+        return crew
+
+    async def get(self, crew_id: str, owner_id: str) -> Crew:
+        """The owner's crew, or :class:`NotFoundError`."""
+        query = select(Crew).where(Crew.id == crew_id, Crew.owner_id == owner_id)
+        crew = (await self.session.scalars(query)).first()
+        if crew is None:
+            raise NotFoundError(f"crew {crew_id} not found")
+        return crew
+
+    async def list(self, owner_id: str, *, offset: int, limit: int) -> tuple[Sequence[Crew], int]:
+        """A page of the owner's crews, newest first, and how many there are."""
+        where = Crew.owner_id == owner_id
+        total = await self.session.scalar(select(func.count()).select_from(Crew).where(where))
+        query = (
+            select(Crew)
+            .where(where)
+            .order_by(Crew.created_at.desc(), Crew.id)
+            .offset(offset)
+            .limit(limit)
+        )
+        return (await self.session.scalars(query)).all(), int(total or 0)
+
+    async def replace(self, crew: Crew, spec: dict[str, Any]) -> Crew:
+        """Replace a crew's spec."""
+        crew.spec = spec
+        crew.name = spec["name"]
+        crew.description = spec.get("description") or ""
+        crew.updated_at = utcnow()
+        await self.session.flush()
+        return crew
+
+    async def delete(self, crew: Crew) -> None:
+        """Delete a crew (its executions stay)."""
+        await self.session.delete(crew)
+        await self.session.flush()
+
+
+class ExecutionRepository:
+    """Executions: created by the API, finished by the record activity."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def create(self, execution: Execution) -> Execution:
+        """Insert a new execution row (the caller has filled it in)."""
+        self.session.add(execution)
+        await self.session.flush()
+        return execution
+
+    async def get(self, execution_id: str, owner_id: str) -> Execution:
+        """The owner's execution, or :class:`NotFoundError`."""
+        query = select(Execution).where(
+            Execution.id == execution_id, Execution.owner_id == owner_id
+        )
+        execution = (await self.session.scalars(query)).first()
+        if execution is None:
+            raise NotFoundError(f"execution {execution_id} not found")
+        return execution
+
+    async def get_by_idempotency_key(self, owner_id: str, key: str) -> Execution | None:
+        """The owner's execution started with this ``Idempotency-Key``, if any."""
+        query = select(Execution).where(
+            Execution.owner_id == owner_id, Execution.idempotency_key == key
+        )
+        return (await self.session.scalars(query)).first()
+
+    async def list(
+        self,
+        owner_id: str,
+        *,
+        status: str | None = None,
+        crew_id: str | None = None,
+        offset: int,
+        limit: int,
+    ) -> tuple[Sequence[Execution], int]:
+        """A page of the owner's executions, newest first, and how many match."""
+        where = [Execution.owner_id == owner_id]
+        if status is not None:
+            where.append(Execution.status == status)
+        if crew_id is not None:
+            where.append(Execution.crew_id == crew_id)
+        total = await self.session.scalar(select(func.count()).select_from(Execution).where(*where))
+        query = (
+            select(Execution)
+            .where(*where)
+            .order_by(Execution.created_at.desc(), Execution.id)
+            .offset(offset)
+            .limit(limit)
+        )
+        return (await self.session.scalars(query)).all(), int(total or 0)
+
+    async def delete(self, execution: Execution) -> None:
+        """Remove an execution that never started."""
+        await self.session.delete(execution)
+        await self.session.flush()
+
+    async def note_live_status(
+        self, execution_id: str, state: str, started_at: datetime | None
+    ) -> None:
+        """Keep a running execution's row in step with the workflow, never un-finishing it.
+
+        The record activity writes the final state; a status read racing it must not
+        overwrite that with an older live state, hence the condition in the statement.
+        """
+        if state in FINISHED:
+            return
+        await self.session.execute(
+            update(Execution)
+            .where(
+                Execution.id == execution_id,
+                Execution.status.not_in(FINISHED),
+                Execution.status != state,
+            )
+            .values(status=state, started_at=started_at)
+            .execution_options(synchronize_session=False)
+        )
+
+    async def record_finished(
+        self,
+        *,
+        workflow_id: str,
+        status: ExecutionStatus,
+        result: CrewWorkflowResult | None,
+        events: Sequence[Event],
+        owner: str | None = None,
+    ) -> Execution:
+        """Upsert an execution's final state and replace its trace: safe to repeat.
+
+        Executions started outside the API (CLI, Python facade) have no row yet; one is
+        made, owned by ``owner`` if that names a user.
+        """
+        execution = await self.session.get(Execution, status.execution_id)
+        if execution is None:
+            owner_id = owner if owner and await self.session.get(User, owner) else None
+            execution = Execution(
+                id=status.execution_id,
+                workflow_id=workflow_id,
+                owner_id=owner_id,
+                crew_id=status.crew_id,
+                crew_name=status.crew_name,
+                spec={},
+                inputs={},
+                created_at=status.started_at or utcnow(),
+            )
+            self.session.add(execution)
+        execution.status = status.state.value
+        execution.started_at = status.started_at
+        execution.ended_at = status.ended_at
+        execution.token_usage = status.token_usage.model_dump()
+        execution.status_detail = status.model_dump(mode="json")
+        execution.result = result.model_dump(mode="json") if result is not None else None
+        execution.error = status.error
+        execution.event_count = len(events)
+        await self.session.flush()
+        await self.session.execute(
+            delete(TraceEvent).where(TraceEvent.execution_id == execution.id)
+        )
+        rows = [
+            {
+                "execution_id": execution.id,
+                "offset": event.offset if event.offset is not None else index,
+                "type": str(event.type),
+                "timestamp": event.timestamp,
+                "task": event.task,
+                "agent": event.agent,
+                "attempt": event.attempt,
+                "event_id": event.event_id,
+                "data": event.data,
+            }
+            for index, event in enumerate(events)
+        ]
+        for start in range(0, len(rows), 500):
+            await self.session.execute(insert(TraceEvent), rows[start : start + 500])
+        return execution
+
+
+class TraceRepository:
+    """The stored events of finished executions."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def page(self, execution_id: str, *, offset: int, limit: int) -> list[Event]:
+        """Events from ``offset`` on, in order, at most ``limit``."""
+        query = (
+            select(TraceEvent)
+            .where(TraceEvent.execution_id == execution_id, TraceEvent.offset >= offset)
+            .order_by(TraceEvent.offset)
+            .limit(limit)
+        )
+        return [to_event(row) for row in (await self.session.scalars(query)).all()]
+
+
+def to_event(row: TraceEvent) -> Event:
+    """A stored row as the :class:`Event` the workflow emitted."""
+    return Event(
+        type=row.type,  # type: ignore[arg-type]
+        timestamp=row.timestamp,
+        task=row.task,
+        agent=row.agent,
+        attempt=row.attempt,
+        data=row.data or {},
+        event_id=row.event_id,
+        offset=row.offset,
+    )
