@@ -283,6 +283,34 @@ class CrewActivities:
                 non_retryable=True,
             ) from exc
 
+        every = HEARTBEAT_EVERY
+        if info.heartbeat_timeout:
+            every = min(every, max(info.heartbeat_timeout.total_seconds() / 3, 0.2))
+        progress = [0]
+
+        async def beat() -> None:
+            # From the first moment: reading the journal may wait for a workflow worker.
+            while True:
+                activity.heartbeat(progress[0])
+                await asyncio.sleep(every)
+
+        heart = asyncio.create_task(beat())
+        try:
+            return await self._run(data, info, handle, send, task_spec, agent_spec, progress)
+        finally:
+            heart.cancel()
+
+    async def _run(
+        self,
+        data: RunTaskInput,
+        info: activity.Info,
+        handle: Any,
+        send: Callable[[ActivityEventsInput], Any],
+        task_spec: TaskSpec,
+        agent_spec: AgentSpec,
+        progress: list[int],
+    ) -> RunTaskResult:
+        attempt = info.attempt
         journal: list[JournalRecord] = []
         if attempt > 1:
             journal = await _fetch_journal(handle, data.task)
@@ -327,15 +355,10 @@ class CrewActivities:
             return str(output.raw)
 
         future = asyncio.get_running_loop().run_in_executor(self._executor, work)
-        every = HEARTBEAT_EVERY
-        if info.heartbeat_timeout:
-            every = min(every, max(info.heartbeat_timeout.total_seconds() / 3, 0.2))
         try:
-            while True:
-                activity.heartbeat(observer.calls)
-                done, _ = await asyncio.wait({future}, timeout=every)
-                if done:
-                    break
+            while not future.done():
+                progress[0] = observer.calls
+                await asyncio.wait({future}, timeout=0.5)
             raw = future.result()
         except asyncio.CancelledError:
             # Stop CrewAI at its next LLM call or tool use, then report the cancellation.
@@ -347,7 +370,7 @@ class CrewActivities:
         except Exception as exc:
             error = as_application_error(exc)
             await self._report_failure(publisher, send, agent_spec.name, error, info)
-            raise error from exc
+            raise error from None  # provider chains can be cyclic; the message says it all
         return RunTaskResult(
             raw=raw,
             token_usage=observer.usage,
@@ -405,7 +428,10 @@ async def _fetch_journal(handle: Any, task: str) -> list[JournalRecord]:
     try:
         return list(
             await handle.query(
-                JOURNAL_QUERY, JournalQueryInput(task=task), result_type=list[JournalRecord]
+                JOURNAL_QUERY,
+                JournalQueryInput(task=task),
+                result_type=list[JournalRecord],
+                rpc_timeout=timedelta(seconds=60),
             )
         )
     except Exception as exc:  # no journal is never wrong, only more expensive

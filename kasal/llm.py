@@ -234,7 +234,7 @@ class ObservedLLM(BaseLLM):
             self._observer.after_call(
                 LLMCallRecord(self.model, 0, 0, 0.0, replayed, replayed=True), msgs
             )
-            return replayed
+            return decode_response(replayed)
         before = self._inner.get_token_usage_summary()
         started = time.perf_counter()
         # Temporal owns retries: CrewAI's own rate-limit retry loop steps aside when it
@@ -268,11 +268,37 @@ class ObservedLLM(BaseLLM):
                 "total_tokens": prompt + completion,
             }
         )
-        text = result if isinstance(result, str) else str(result)
+        text = encode_response(result)
         self._observer.after_call(
             LLMCallRecord(self.model, prompt, completion, latency, text), msgs
         )
         return result
+
+
+_TOOL_CALLS_MARK = "\x00kasal-tool-calls:"
+
+
+def encode_response(result: Any) -> str:
+    """An LLM response as journal text: plain text, or native tool calls as marked JSON."""
+    if isinstance(result, str):
+        return result
+    if isinstance(result, list):
+        calls = [c.model_dump() if hasattr(c, "model_dump") else c for c in result]
+        kind = "openai" if result and hasattr(result[0], "model_dump") else "dict"
+        return _TOOL_CALLS_MARK + json.dumps({"kind": kind, "calls": calls}, default=str)
+    return str(result)
+
+
+def decode_response(text: str) -> Any:
+    """The inverse of :func:`encode_response`: what the provider returned, rebuilt."""
+    if not text.startswith(_TOOL_CALLS_MARK):
+        return text
+    data = json.loads(text[len(_TOOL_CALLS_MARK) :])
+    if data["kind"] == "openai":
+        from openai.types.chat import ChatCompletionMessageToolCall
+
+        return [ChatCompletionMessageToolCall.model_validate(c) for c in data["calls"]]
+    return list(data["calls"])
 
 
 def classify_provider_error(exc: BaseException) -> Exception:
