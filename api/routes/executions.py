@@ -264,22 +264,42 @@ async def get_execution(
 
 
 @router.get("/{execution_id}/result", response_model=ExecutionResultOut)
-async def get_result(execution_id: IdPath, user: CurrentUser, session: SessionDep):
+async def get_result(execution_id: IdPath, user: CurrentUser, session: SessionDep, state: StateDep):
     """The final output, per-task outputs and token usage; 409 until the execution ends."""
     execution = await ExecutionRepository(session).get(execution_id, user.id)
-    if execution.status not in FINISHED:
+    if execution.status in FINISHED:
+        result = CrewWorkflowResult.model_validate(execution.result) if execution.result else None
+        usage = TokenUsage.model_validate(execution.token_usage or {})
+        return _result_out(execution.id, execution.status, result, usage, execution.error)
+    # The workflow reports its end a moment before the record activity has written it.
+    live = await live_status(state, execution)
+    if live is None or not live.state.finished:
+        current = live.state.value if live else execution.status
         raise ConflictError(
-            f"execution {execution_id} has not finished (status {execution.status})",
-            details={"status": execution.status},
+            f"execution {execution_id} has not finished (status {current})",
+            details={"status": current},
         )
-    result = CrewWorkflowResult.model_validate(execution.result) if execution.result else None
+    result = None
+    if live.state == ExecutionState.COMPLETED:
+        client = await state.temporal.get()
+        result = await asyncio.wait_for(ExecutionHandle(client, execution.id).result(), 30)
+    return _result_out(execution.id, live.state.value, result, live.token_usage, live.error)
+
+
+def _result_out(
+    execution_id: str,
+    status_value: str,
+    result: CrewWorkflowResult | None,
+    usage: TokenUsage,
+    error: str | None,
+) -> ExecutionResultOut:
     return ExecutionResultOut(
-        execution_id=execution.id,
-        status=execution.status,
+        execution_id=execution_id,
+        status=status_value,
         output=result.output if result else None,
         tasks=result.tasks if result else [],
-        token_usage=TokenUsage.model_validate(execution.token_usage or {}),
-        error=execution.error,
+        token_usage=usage,
+        error=error,
     )
 
 
@@ -287,12 +307,19 @@ async def get_result(execution_id: IdPath, user: CurrentUser, session: SessionDe
     "/{execution_id}/cancel", response_model=CancelOut, status_code=status.HTTP_202_ACCEPTED
 )
 async def cancel(
-    execution_id: IdPath, user: CurrentUser, session: SessionDep, client: TemporalClientDep
+    execution_id: IdPath,
+    user: CurrentUser,
+    session: SessionDep,
+    state: StateDep,
+    client: TemporalClientDep,
 ):
     """Ask a running execution to stop. Idempotent: cancelling a finished one changes nothing."""
     execution = await ExecutionRepository(session).get(execution_id, user.id)
     if execution.status in FINISHED:
         return CancelOut(execution_id=execution.id, status=execution.status, cancel_requested=False)
+    live = await live_status(state, execution)
+    if live is not None and live.state.finished:
+        return CancelOut(execution_id=execution.id, status=live.state.value, cancel_requested=False)
     handle = ExecutionHandle(client, execution.id)
     try:
         await handle.cancel()
