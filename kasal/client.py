@@ -30,6 +30,7 @@ from temporalio.client import (
     WorkflowExecutionStatus,
     WorkflowFailureError,
     WorkflowHandle,
+    WorkflowUpdateFailedError,
 )
 from temporalio.common import (
     SearchAttributeKey,
@@ -56,6 +57,7 @@ from kasal.constants import (
     workflow_id_for,
 )
 from kasal.exceptions import (
+    ConflictError,
     ExecutionCancelledError,
     ExecutionFailedError,
     InvalidSpecError,
@@ -370,12 +372,24 @@ class ExecutionHandle:
     async def feedback(
         self, *, approve: bool, feedback: str | None = None, task: str | None = None
     ) -> FeedbackResult:
-        """Answer a task waiting for human input: approve it, or re-run it with feedback."""
-        return await self._handle.execute_update(
-            FEEDBACK_UPDATE,
-            FeedbackInput(task=task, approve=approve, feedback=feedback),
-            result_type=FeedbackResult,
-        )
+        """Answer a task waiting for human input: approve it, or re-run it with feedback.
+
+        Raises :class:`ConflictError` when no such task waits (the workflow's validator
+        says why) or the execution is no longer running.
+        """
+        try:
+            return await self._handle.execute_update(
+                FEEDBACK_UPDATE,
+                FeedbackInput(task=task, approve=approve, feedback=feedback),
+                result_type=FeedbackResult,
+            )
+        except WorkflowUpdateFailedError as exc:
+            reason = getattr(exc.cause, "message", None) or str(exc.cause or exc)
+            raise ConflictError(reason) from exc
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                raise ConflictError(f"execution {self.id} is not running") from exc
+            raise
 
     async def describe_status(self) -> WorkflowExecutionStatus | None:
         """Temporal's own view of the workflow's status."""
