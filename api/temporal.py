@@ -8,7 +8,7 @@ import time
 
 from temporalio.client import Client
 
-from kasal.client import connect
+from kasal.client import connect, ensure_search_attributes
 from kasal.exceptions import TemporalUnavailableError
 from kasal.settings import Settings
 
@@ -33,6 +33,8 @@ class TemporalConnection:
         self._lock = asyncio.Lock()
         self._last_attempt = 0.0
         self.last_error: str | None = None
+        #: Whether Kasal's search attributes are registered (then executions carry them).
+        self.search_attributes = False
 
     async def get(self) -> Client:
         """The connected client; :class:`TemporalUnavailableError` if Temporal is down."""
@@ -52,6 +54,8 @@ class TemporalConnection:
                 self.last_error = self._explain(exc.message)
                 raise TemporalUnavailableError(self.last_error) from None
             self.last_error = None
+            # Idempotent; on a fresh cluster (docker compose) this is what registers them.
+            self.search_attributes = await ensure_search_attributes(self._client)
             log.info("connected to Temporal at %s", self.address)
             return self._client
 

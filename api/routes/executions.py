@@ -151,7 +151,9 @@ async def start(
             execution_id=execution_id,
             crew_id=body.crew_id,
             owner=user.id,
-            search_attributes=True,
+            # False only where the server refused to register them (then starting with
+            # them would fail): the Web UI loses its filters, nothing else.
+            search_attributes=state.temporal.search_attributes,
         )
     except Exception as exc:
         # Nothing half-written: without a workflow the row must go, so a retry starts anew.
