@@ -138,6 +138,9 @@ class OfflineLLM(BaseLLM):
         )
         return text
 
+    # Temporal owns retries: keep CrewAI from wrapping this call in its rate-limit retry.
+    call._crewai_rate_limit_wrapped = True  # type: ignore[attr-defined]
+
     def _sleep(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
         while (left := deadline - time.monotonic()) > 0:
@@ -274,8 +277,10 @@ class ObservedLLM(BaseLLM):
         )
         return result
 
+    call._crewai_rate_limit_wrapped = True  # type: ignore[attr-defined]
 
-_TOOL_CALLS_MARK = "\x00kasal-tool-calls:"
+
+_TOOL_CALLS_MARK = "\x00kasal-tool-calls:"  # noqa: S105
 
 
 def encode_response(result: Any) -> str:

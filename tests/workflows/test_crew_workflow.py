@@ -73,16 +73,21 @@ async def test_async_tasks_run_in_parallel(temporal_client, task_queue, worker):
     assert result.tasks[0].raw in [r for r in [result.tasks[0].raw]]
 
 
-async def test_retryable_failures_are_retried_and_reported(temporal_client, task_queue, worker):
+@pytest.mark.parametrize(
+    ("kind", "text"), [("unavailable", "503"), ("rate_limit", "rate limit"), ("timeout", "timed out")]
+)
+async def test_retryable_failures_are_retried_and_reported(
+    temporal_client, task_queue, worker, kind, text
+):
     flaky = {"name": "analyst", "role": "Analyst", "goal": "g",
-             "llm": {"model": "offline/flaky", "options": {"fail_first": 2}}}
+             "llm": {"model": "offline/flaky", "options": {"fail_first": 2, "fail_with": kind}}}
     spec = crew([{"name": "t", "description": "Do it", "retry": FAST_RETRY}], agents=[flaky])
     handle = await start(temporal_client, task_queue, spec)
     result = await handle.result()
     events = await collect(handle)
     retrying = [e for e in events if e.type == EventType.TASK_RETRYING]
     assert [e.attempt for e in retrying] == [1, 2]
-    assert "503" in retrying[0].data["error"]
+    assert text in retrying[0].data["error"]
     assert retrying[0].data["next_attempt"] == 2
     assert result.tasks[0].attempts == 3
     status = await handle.status()

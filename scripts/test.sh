@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The whole test suite: lint, then pytest against a real Temporal dev server, SQLite and
+# the local PostgreSQL (127.0.0.1:5432, database `test`), which is started if it is down.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/bootstrap.sh
+if command -v pg_isready >/dev/null && ! pg_isready -q -h 127.0.0.1 -p 5432; then
+    if command -v pg_ctlcluster >/dev/null; then
+        pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start || true
+    fi
+fi
+.venv/bin/ruff check .
+exec .venv/bin/pytest "$@"

@@ -1,0 +1,71 @@
+"""The ``kasal`` command, run as users run it: a subprocess on the embedded default."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from kasal.client import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "research_crew.yaml"
+
+
+def kasal(*args: str, env: dict[str, str] | None = None, timeout: float = 180):
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("KASAL_")}
+    environment.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "cli.main", *args],
+        capture_output=True,
+        text=True,
+        env=environment,
+        cwd=ROOT,
+        timeout=timeout,
+    )
+
+
+def test_run_example_on_the_embedded_default(tmp_path):
+    """The main job: no Temporal configured, so the dev server and a worker start inside."""
+    done = kasal(
+        "run", str(EXAMPLE), "--input", "product=tea", "--json",
+        env={
+            "KASAL_DATA_DIR": str(tmp_path / "data"),
+            "KASAL_EMBEDDED_PORT": str(free_port()),
+            "KASAL_EMBEDDED_UI_PORT": str(free_port()),
+        },
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["status"] == "completed"
+    assert [t["name"] for t in result["tasks"]] == ["market_research", "competitor_pricing", "brief"]
+    assert "tea" in result["output"]
+    assert "using the offline model" in done.stderr  # and it says so
+    assert "calculator" in done.stderr  # live progress showed the tool step
+    assert (tmp_path / "data" / "temporal.db").is_file()  # history persisted in SQLite
+
+
+def test_clear_errors_for_bad_input(tmp_path):
+    missing = kasal("run", str(tmp_path / "nope.yaml"))
+    assert missing.returncode == 2 and "no such file" in missing.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nagents: []\ntasks: []\n")
+    invalid = kasal("run", str(bad))
+    assert invalid.returncode == 2
+    assert "agents" in invalid.stderr and "at least 1 item" in invalid.stderr
+    no_input = kasal("run", str(EXAMPLE), "--input", "oops")
+    assert no_input.returncode == 2 and "key=value" in no_input.stderr
+    unreachable = kasal(
+        "run", str(EXAMPLE), env={"KASAL_TEMPORAL_ADDRESS": f"127.0.0.1:{free_port()}"}
+    )
+    assert unreachable.returncode == 3 and "cannot reach Temporal" in unreachable.stderr
+    no_server = kasal("worker")
+    assert no_server.returncode == 3 and "KASAL_TEMPORAL_ADDRESS" in no_server.stderr
+
+
+def test_validate_prints_the_normalised_spec():
+    done = kasal("validate", str(EXAMPLE))
+    assert done.returncode == 0, done.stderr
+    assert "market_research" in done.stdout and "research_analyst" in done.stdout
