@@ -1,0 +1,192 @@
+"""What durability costs: a 10-task sequential crew, durable vs plain CrewAI vs bare Temporal.
+
+    .venv/bin/python bench/overhead.py [--runs 7] [--tasks 10]
+
+All three run in this process, in the same run, on the offline model (no network):
+
+- ``kasal``: ``CrewWorkflow`` on the embedded Temporal dev server (SQLite, WAL), one activity
+  per task, events and journal signalled, execution recorded in the app database;
+- ``crewai``: the same agents and tasks, ``Crew(...).kickoff()`` in process, nothing durable;
+- ``temporal``: a bare workflow running N no-op activities in sequence (the floor any
+  Temporal-based design pays on this machine).
+
+Prints the median wall time per task of each and the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from datetime import timedelta
+from pathlib import Path
+
+os.environ.setdefault("CREWAI_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("OTEL_SDK_DISABLED", "true")
+os.environ.setdefault("CREWAI_TRACING_ENABLED", "false")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from temporalio import activity, workflow  # noqa: E402
+from temporalio.worker import Worker  # noqa: E402
+
+from kasal.client import EmbeddedTemporal, connect, free_port, start_execution  # noqa: E402
+from kasal.settings import Settings  # noqa: E402
+from kasal.spec import CrewSpec  # noqa: E402
+
+
+@activity.defn(name="bench_noop")
+async def noop(index: int) -> int:
+    """Does nothing: the cost of one activity round trip."""
+    return index
+
+
+@workflow.defn(name="BenchBare")
+class BareWorkflow:
+    """N sequential no-op activities."""
+
+    @workflow.run
+    async def run(self, count: int) -> int:
+        for index in range(count):
+            await workflow.execute_activity(
+                "bench_noop", index, start_to_close_timeout=timedelta(seconds=30)
+            )
+        return count
+
+
+def crew_spec(tasks: int) -> CrewSpec:
+    return CrewSpec.from_data(
+        {
+            "name": "bench",
+            "agents": [{"name": "analyst", "role": "Analyst", "goal": "Analyse", "model": "offline/b"}],
+            "tasks": [
+                {
+                    "name": f"t{i}",
+                    "description": f"Step {i} of the analysis",
+                    "expected_output": "a line",
+                    "agent": "analyst",
+                }
+                for i in range(tasks)
+            ],
+        }
+    )
+
+
+def plain_crewai(spec: CrewSpec) -> float:
+    """One in-process CrewAI kickoff of the same crew; seconds."""
+    from crewai import Agent, Crew, Process, Task
+
+    from kasal.llm import OfflineLLM
+
+    agent_spec = spec.agents[0]
+    agent = Agent(
+        role=agent_spec.role,
+        goal=agent_spec.goal,
+        backstory=agent_spec.role,
+        llm=OfflineLLM(model=agent_spec.llm.model),
+        verbose=False,
+    )
+    tasks = [
+        Task(description=t.description, expected_output=t.expected_output, agent=agent)
+        for t in spec.tasks
+    ]
+    started = time.perf_counter()
+    Crew(agents=[agent], tasks=tasks, process=Process.sequential, verbose=False).kickoff()
+    return time.perf_counter() - started
+
+
+async def main(runs: int, tasks: int) -> None:
+    from activities.crew_activities import _quiet_crewai
+    from workflows.worker import run_worker, workflow_runner
+
+    _quiet_crewai()
+    spec = crew_spec(tasks)
+    with tempfile.TemporaryDirectory() as tmp:
+        server = await EmbeddedTemporal(Path(tmp), port=free_port(), ui_port=None).start()
+        try:
+            client = await connect(server.address)
+            queue = f"bench-{uuid.uuid4().hex[:8]}"
+            settings = Settings(
+                data_dir=Path(tmp),
+                temporal_address=server.address,
+                task_queue=queue,
+                database_url=f"sqlite+aiosqlite:///{tmp}/kasal.db",
+            )
+            await _prepare_database(settings)
+            stop, ready = asyncio.Event(), asyncio.Event()
+            crew_worker = asyncio.create_task(
+                run_worker(client, queue, stop=stop, ready=ready, settings=settings)
+            )
+            await ready.wait()
+            bare_queue = queue + "-bare"
+            bare = Worker(
+                client,
+                task_queue=bare_queue,
+                workflows=[BareWorkflow],
+                activities=[noop],
+                workflow_runner=workflow_runner(),
+            )
+            results: dict[str, list[float]] = {"kasal": [], "crewai": [], "temporal": []}
+            async with bare:
+                # Warm-up: first workflow after a server start and first CrewAI build are
+                # not steady state.
+                await (await start_execution(client, spec, task_queue=queue)).result()
+                await client.execute_workflow(
+                    BareWorkflow.run, tasks, id=f"warm-{uuid.uuid4()}", task_queue=bare_queue
+                )
+                await asyncio.to_thread(plain_crewai, spec)
+                for _ in range(runs):
+                    started = time.perf_counter()
+                    handle = await start_execution(client, spec, task_queue=queue)
+                    await handle.result()
+                    results["kasal"].append(time.perf_counter() - started)
+
+                    started = time.perf_counter()
+                    await client.execute_workflow(
+                        BareWorkflow.run, tasks, id=f"bare-{uuid.uuid4()}", task_queue=bare_queue
+                    )
+                    results["temporal"].append(time.perf_counter() - started)
+
+                    results["crewai"].append(await asyncio.to_thread(plain_crewai, spec))
+            stop.set()
+            await crew_worker
+        finally:
+            server.stop()
+
+    per_task = {k: statistics.median(v) / tasks * 1000 for k, v in results.items()}
+    print(f"{tasks}-task sequential crew, offline model, {runs} runs each (medians)")
+    print(f"{'':<10}{'ms/task':>10}{'crew total ms':>16}")
+    for name in ("crewai", "temporal", "kasal"):
+        print(f"{name:<10}{per_task[name]:>10.1f}{per_task[name] * tasks:>16.0f}")
+    print(f"kasal / crewai   = {per_task['kasal'] / per_task['crewai']:.2f}x")
+    print(f"kasal / temporal = {per_task['kasal'] / per_task['temporal']:.2f}x")
+    print(
+        f"durability overhead = {per_task['kasal'] - per_task['crewai']:.1f} ms/task "
+        f"(bare Temporal floor {per_task['temporal']:.1f} ms/task)"
+    )
+
+
+async def _prepare_database(settings: Settings) -> None:
+    """Create the app schema, as the API does on start, so records land."""
+    try:
+        from kasal.db.engine import create_engine
+        from kasal.db.migrate import migrate
+    except ImportError:
+        return
+    engine = create_engine(settings.resolved_database_url())
+    try:
+        await migrate(engine)
+    finally:
+        await engine.dispose()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--tasks", type=int, default=10)
+    args = parser.parse_args()
+    asyncio.run(main(args.runs, args.tasks))
