@@ -24,7 +24,15 @@ from typing import Any
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.models import RUN_TASK, RunTaskInput, RunTaskResult
+from activities.manager import manager_messages, manager_spec, parse_manager_decision
+from activities.models import (
+    MANAGER_STEP,
+    RUN_TASK,
+    ManagerDecision,
+    ManagerStepInput,
+    RunTaskInput,
+    RunTaskResult,
+)
 from kasal.constants import EVENTS_SIGNAL, JOURNAL_QUERY
 from kasal.exceptions import InvalidSpecError, KasalError, ProviderError
 from kasal.execution import (
@@ -77,7 +85,9 @@ class _Publisher:
         task: str,
         attempt: int,
         id_prefix: str,
+        journal_key: str = "",
     ) -> None:
+        self._key = journal_key or task
         self._loop = loop
         self._send = send
         self._task = task
@@ -104,7 +114,11 @@ class _Publisher:
         self, events: list[Event], journal: list[JournalRecord] | None = None
     ) -> None:
         batch = ActivityEventsInput(
-            task=self._task, attempt=self._attempt, events=events, journal=journal or []
+            task=self._task,
+            attempt=self._attempt,
+            events=events,
+            journal=journal or [],
+            journal_key=self._key,
         )
         future = asyncio.run_coroutine_threadsafe(self._send(batch), self._loop)
         try:
@@ -264,24 +278,87 @@ class CrewActivities:
 
     @activity.defn(name=RUN_TASK)
     async def run_task(self, data: RunTaskInput) -> RunTaskResult:
-        """Run one task of a crew with CrewAI; heartbeat while it runs."""
-        info = activity.info()
-        attempt = info.attempt
-        client = activity.client()
-        handle = client.get_workflow_handle(info.workflow_id or "", run_id=info.workflow_run_id)
-
-        async def send(batch: ActivityEventsInput) -> None:
-            await handle.signal(EVENTS_SIGNAL, batch)
-
+        """Run one task of a crew (or one delegation of a hierarchical task) with CrewAI."""
         try:
             task_spec = next(t for t in data.spec.tasks if t.name == data.task)
-            agent_spec = data.spec.agent(task_spec.agent)
+            agent_spec = data.spec.agent(data.agent_override or task_spec.agent)
         except (StopIteration, KeyError) as exc:
             raise ApplicationError(
-                f"task {data.task!r} is not in crew {data.spec.name!r}",
+                f"task {data.task!r} or its agent is not in crew {data.spec.name!r}",
                 type=InvalidSpecError.code,
                 non_retryable=True,
             ) from exc
+        if data.description_override is not None:
+            task_spec = task_spec.model_copy(
+                update={
+                    "description": data.description_override,
+                    "expected_output": data.expected_output_override
+                    or task_spec.expected_output,
+                    "name": f"{task_spec.name}-delegated",
+                }
+            )
+
+        def work(observer: _TaskObserver, attempt: int) -> str:
+            agent, task, tools = build_crewai_task(
+                data.spec,
+                task_spec,
+                agent_spec,
+                observer,
+                CallContext(attempt=attempt),
+                data.feedback,
+                data.previous_output,
+            )
+            output = task.execute_sync(
+                agent=agent, context=describe_context(data.context) or None, tools=tools
+            )
+            return str(output.raw)
+
+        raw, observer, attempt = await self._observed(data.task, agent_spec.name, work)
+        return RunTaskResult(
+            raw=raw,
+            token_usage=observer.usage,
+            llm_calls=observer.calls - observer.replayed,
+            replayed_calls=observer.replayed,
+            attempt=attempt,
+        )
+
+    @activity.defn(name=MANAGER_STEP)
+    async def manager_step(self, data: ManagerStepInput) -> ManagerDecision:
+        """One decision of a hierarchical crew's manager: delegate to a coworker, or answer."""
+        manager = manager_spec(data.spec)
+        task_spec = next(t for t in data.spec.tasks if t.name == data.task)
+
+        def work(observer: _TaskObserver, attempt: int) -> str:
+            inner = build_llm(manager.llm)
+            if isinstance(inner, OfflineLLM):
+                # A scripted offline manager continues its script where the last step ended.
+                inner.bind(CallContext(attempt=attempt, offset=data.step), observer.check_cancelled)
+            llm = ObservedLLM.wrap(inner, observer)
+            messages = manager_messages(
+                data.spec, manager, task_spec, data.context, data.history, data.correction
+            )
+            return str(llm.call(messages))
+
+        raw, observer, attempt = await self._observed(data.task, manager.name, work)
+        decision = parse_manager_decision(raw, [a.name for a in data.spec.agents])
+        decision.token_usage = observer.usage
+        decision.attempt = attempt
+        return decision
+
+    async def _observed(
+        self,
+        task: str,
+        agent: str,
+        work: Callable[[_TaskObserver, int], str],
+    ) -> tuple[str, _TaskObserver, int]:
+        """Run ``work`` in a thread: heartbeat, journal, events, cancellation, error mapping."""
+        info = activity.info()
+        handle = activity.client().get_workflow_handle(
+            info.workflow_id or "", run_id=info.workflow_run_id
+        )
+
+        async def send(batch: ActivityEventsInput) -> None:
+            await handle.signal(EVENTS_SIGNAL, batch)
 
         every = HEARTBEAT_EVERY
         if info.heartbeat_timeout:
@@ -296,88 +373,60 @@ class CrewActivities:
 
         heart = asyncio.create_task(beat())
         try:
-            return await self._run(data, info, handle, send, task_spec, agent_spec, progress)
+            attempt = info.attempt
+            key = info.activity_id
+            journal = await _fetch_journal(handle, key) if attempt > 1 else []
+            publisher = _Publisher(
+                asyncio.get_running_loop(),
+                send,
+                task,
+                attempt,
+                f"{key}-a{attempt}-{uuid.uuid4().hex[:8]}",
+                key,
+            )
+            if attempt > 1:
+                await send(
+                    ActivityEventsInput(
+                        task=task,
+                        attempt=attempt,
+                        journal_key=key,
+                        events=[
+                            publisher.event(
+                                EventType.TASK_STARTED,
+                                agent,
+                                {"journaled_calls": len(journal), "resumed": True, "step": key},
+                            )
+                        ],
+                    )
+                )
+            cancelled = threading.Event()
+            observer = _TaskObserver(publisher, agent, journal, cancelled)
+
+            def run() -> str:
+                try:
+                    return work(observer, attempt)
+                finally:
+                    observer.flush()
+
+            future = asyncio.get_running_loop().run_in_executor(self._executor, run)
+            try:
+                while not future.done():
+                    progress[0] = observer.calls
+                    await asyncio.wait({future}, timeout=0.5)
+                return future.result(), observer, attempt
+            except asyncio.CancelledError:
+                # Stop CrewAI at its next LLM call or tool use, then report the cancellation.
+                cancelled.set()
+                await asyncio.wait({future}, timeout=CANCEL_GRACE)
+                raise
+            except TaskCancelled as exc:
+                raise asyncio.CancelledError() from exc
+            except Exception as exc:
+                error = as_application_error(exc)
+                await self._report_failure(publisher, send, agent, error, info)
+                raise error from None  # provider chains can be cyclic; the message says it
         finally:
             heart.cancel()
-
-    async def _run(
-        self,
-        data: RunTaskInput,
-        info: activity.Info,
-        handle: Any,
-        send: Callable[[ActivityEventsInput], Any],
-        task_spec: TaskSpec,
-        agent_spec: AgentSpec,
-        progress: list[int],
-    ) -> RunTaskResult:
-        attempt = info.attempt
-        journal: list[JournalRecord] = []
-        if attempt > 1:
-            journal = await _fetch_journal(handle, data.task)
-        publisher = _Publisher(
-            asyncio.get_running_loop(),
-            send,
-            data.task,
-            attempt,
-            f"{info.activity_id}-a{attempt}-{uuid.uuid4().hex[:8]}",
-        )
-        if attempt > 1:
-            await send(
-                ActivityEventsInput(
-                    task=data.task,
-                    attempt=attempt,
-                    events=[
-                        publisher.event(
-                            EventType.TASK_STARTED,
-                            agent_spec.name,
-                            {"journaled_calls": len(journal), "resumed": True},
-                        )
-                    ],
-                )
-            )
-        cancelled = threading.Event()
-        observer = _TaskObserver(publisher, agent_spec.name, journal, cancelled)
-
-        def work() -> str:
-            _agent, task, tools = build_crewai_task(
-                data.spec,
-                task_spec,
-                agent_spec,
-                observer,
-                CallContext(attempt=attempt),
-                data.feedback,
-                data.previous_output,
-            )
-            output = task.execute_sync(
-                agent=_agent, context=describe_context(data.context) or None, tools=tools
-            )
-            observer.flush()
-            return str(output.raw)
-
-        future = asyncio.get_running_loop().run_in_executor(self._executor, work)
-        try:
-            while not future.done():
-                progress[0] = observer.calls
-                await asyncio.wait({future}, timeout=0.5)
-            raw = future.result()
-        except asyncio.CancelledError:
-            # Stop CrewAI at its next LLM call or tool use, then report the cancellation.
-            cancelled.set()
-            await asyncio.wait({future}, timeout=CANCEL_GRACE)
-            raise
-        except TaskCancelled as exc:
-            raise asyncio.CancelledError() from exc
-        except Exception as exc:
-            error = as_application_error(exc)
-            await self._report_failure(publisher, send, agent_spec.name, error, info)
-            raise error from None  # provider chains can be cyclic; the message says it all
-        return RunTaskResult(
-            raw=raw,
-            token_usage=observer.usage,
-            llm_calls=observer.calls - observer.replayed,
-            replayed_calls=observer.replayed,
-            attempt=attempt,
-        )
 
     @staticmethod
     async def _report_failure(
@@ -408,7 +457,9 @@ class CrewActivities:
             },
         )
         try:
-            await send(ActivityEventsInput(task=publisher._task, attempt=info.attempt, events=[event]))
+            await send(
+                ActivityEventsInput(task=publisher._task, attempt=info.attempt, events=[event])
+            )
         except Exception as exc:
             log.warning("could not report the retry: %s", exc)
 

@@ -6,6 +6,8 @@ import CrewAI or anything else heavy or non-deterministic.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, Field
 
 from kasal.execution import CrewWorkflowResult, ExecutionStatus, JournalRecord, TokenUsage
@@ -28,6 +30,10 @@ class RunTaskInput(BaseModel):
     task: str
     #: Outputs of the tasks this one sees, in crew order: task name -> raw output.
     context: dict[str, str] = Field(default_factory=dict)
+    #: A hierarchical task's delegation: who does it, and what exactly.
+    agent_override: str | None = None
+    description_override: str | None = None
+    expected_output_override: str | None = None
     #: Human feedback on a previous output of this task (re-run with it).
     feedback: str | None = None
     previous_output: str | None = None
@@ -59,3 +65,44 @@ class RecordExecutionResult(BaseModel):
     """How many events were stored."""
 
     events: int = 0
+
+
+MANAGER_STEP = "manager_step"
+
+
+class DelegationRecord(BaseModel):
+    """One finished delegation of a hierarchical task, as the manager sees it next step."""
+
+    coworker: str
+    task: str
+    result: str
+
+
+class ManagerStepInput(BaseModel):
+    """Ask the manager of a hierarchical crew for its next decision on ``task``."""
+
+    execution_id: str
+    spec: CrewSpec
+    task: str
+    step: int
+    context: dict[str, str] = Field(default_factory=dict)
+    history: list[DelegationRecord] = Field(default_factory=list)
+    #: Why the previous answer was rejected (unparseable, unknown coworker), if it was.
+    correction: str | None = None
+
+
+class ManagerDecision(BaseModel):
+    """The manager's decision: ``delegate`` work to a coworker, or a ``final`` answer.
+
+    ``invalid`` means the answer could not be understood; ``problem`` says why.
+    """
+
+    action: Literal["delegate", "final", "invalid"]
+    coworker: str | None = None
+    task: str | None = None
+    context: str | None = None
+    answer: str | None = None
+    problem: str | None = None
+    raw: str = ""
+    token_usage: TokenUsage = Field(default_factory=TokenUsage)
+    attempt: int = 1

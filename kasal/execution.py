@@ -50,6 +50,7 @@ class EventType(StrEnum):
     TASK_COMPLETED = "task_completed"
     TASK_FAILED = "task_failed"
     TASK_RETRYING = "task_retrying"
+    DELEGATION = "delegation"
     LLM_CALL = "llm_call"
     TOOL_CALL = "tool_call"
     HUMAN_INPUT_REQUESTED = "human_input_requested"
@@ -179,10 +180,12 @@ class ActivityEventsInput(BaseModel):
     attempt: int = 1
     events: list[Event] = Field(default_factory=list)
     journal: list[JournalRecord] = Field(default_factory=list)
+    #: Which activity the journal belongs to (its activity id); defaults to ``task``.
+    journal_key: str = ""
 
 
 class JournalQueryInput(BaseModel):
-    """Query input: the journal of one task."""
+    """Query input: the journal of one activity (by activity id)."""
 
     task: str
 

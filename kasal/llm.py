@@ -47,6 +47,8 @@ class CallContext:
     """Where a call happens: lets the offline provider count failures across attempts."""
 
     attempt: int = 1
+    #: Calls made for this conversation by earlier activities (a manager's earlier steps).
+    offset: int = 0
 
 
 @dataclass
@@ -113,13 +115,13 @@ class OfflineLLM(BaseLLM):
         response_model: Any = None,
     ) -> str:
         msgs = _as_messages(messages)
-        index = self._calls
+        index = self._context.offset + self._calls
         self._calls += 1
         self._sleep(float(self.options.get("latency_ms", 0)) / 1000)
         fail_first = int(self.options.get("fail_first", 0))
         # Each failed attempt fails at its first call, so earlier attempts made exactly
         # ``attempt - 1`` calls: this counts calls across attempts without shared state.
-        if (self._context.attempt - 1) + index < fail_first:
+        if (self._context.attempt - 1) + self._calls - 1 < fail_first:
             raise _offline_failure(str(self.options.get("fail_with", "unavailable")))
         script = list(self.options.get("script", []))
         if index < len(script):
@@ -168,9 +170,16 @@ def _render_step(step: Any) -> str:
             f"Action: {step['tool']}\n"
             f"Action Input: {json.dumps(step.get('input', {}))}"
         )
+    if isinstance(step, dict) and "delegate" in step:
+        return (
+            f"Action: delegate\nCoworker: {step['delegate']}\nTask: {step.get('task', '')}\n"
+            f"Context: {step.get('context', '')}"
+        )
     if isinstance(step, dict) and "final" in step:
         return f"Thought: I now know the final answer\nFinal Answer: {step['final']}"
-    raise UnknownModelError(f"offline script step {step!r} is not a string, tool or final")
+    raise UnknownModelError(
+        f"offline script step {step!r} is not a string, tool, delegate or final"
+    )
 
 
 def _offline_failure(kind: str) -> ProviderError:

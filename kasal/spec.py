@@ -172,6 +172,10 @@ class CrewSpec(_Strict):
     retry: RetrySpec = Field(default_factory=RetrySpec)
     timeout: TimeoutSpec = Field(default_factory=TimeoutSpec)
     manager_llm: LLMSpec | None = None
+    #: A hierarchical crew's manager as a full agent (instead of ``manager_llm``).
+    manager_agent: AgentSpec | None = None
+    #: Bound on a hierarchical task's manager decisions: a manager that never answers fails.
+    manager_max_steps: int = Field(default=10, ge=1, le=100)
 
     @model_validator(mode="after")
     def _references_resolve(self) -> CrewSpec:
@@ -195,8 +199,8 @@ class CrewSpec(_Strict):
                         + "; context may only name earlier tasks"
                     )
             seen.add(task.name)
-        if self.process == "hierarchical" and self.manager_llm is None:
-            raise ValueError("a hierarchical crew needs manager_llm")
+        if self.process == "hierarchical" and not (self.manager_llm or self.manager_agent):
+            raise ValueError("a hierarchical crew needs manager_llm or manager_agent")
         return self
 
     # -- behaviour derived from the data -------------------------------------------------

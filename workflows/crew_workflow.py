@@ -20,8 +20,12 @@ from temporalio.exceptions import ActivityError, ApplicationError, CancelledErro
 
 with workflow.unsafe.imports_passed_through():
     from activities.models import (
+        MANAGER_STEP,
         RECORD_EXECUTION,
         RUN_TASK,
+        DelegationRecord,
+        ManagerDecision,
+        ManagerStepInput,
         RecordExecutionInput,
         RunTaskInput,
         RunTaskResult,
@@ -129,6 +133,7 @@ class CrewWorkflow:
                 await step
             await self._gather(pending)
         except TaskFailed as exc:
+            self._fail_task(exc)
             self._status.error = f"task {exc.task!r} failed: {exc.message}"
             self._emit(
                 EventType.EXECUTION_FAILED,
@@ -200,10 +205,12 @@ class CrewWorkflow:
                 attempt=1,
                 data={"description": task.description[:SUMMARY_CHARS], "rerun": feedback is not None},
             )
-            result = await self._execute(execution_id, spec, task, context, feedback, previous)
+            if spec.process == "hierarchical":
+                result = await self._run_managed(execution_id, spec, task, context, feedback)
+            else:
+                result = await self._execute(execution_id, spec, task, context, feedback, previous)
             attempts += result.attempt
             usage = usage + result.token_usage
-            self._journal.pop(task.name, None)
             status.output_summary = result.raw[:SUMMARY_CHARS]
             status.token_usage = usage
             if not task.human_input:
@@ -239,25 +246,149 @@ class CrewWorkflow:
         feedback: str | None,
         previous: str | None,
     ) -> RunTaskResult:
-        retry = spec.retry_for(task)
-        timeout = spec.timeout_for(task)
         run = self._runs.get(task.name, 0) + 1
         self._runs[task.name] = run
         agent = spec.agent(task.agent)
-        try:
-            return await workflow.execute_activity(
+        return await self._call(
+            spec,
+            task,
+            RUN_TASK,
+            RunTaskInput(
+                execution_id=execution_id,
+                spec=spec,
+                task=task.name,
+                context=context,
+                feedback=feedback,
+                previous_output=previous,
+            ),
+            RunTaskResult,
+            activity_id=task.name if run == 1 else f"{task.name}#{run}",
+            summary=f"{agent.role}: {task.name}",
+        )
+
+    async def _run_managed(
+        self,
+        execution_id: str,
+        spec: CrewSpec,
+        task: TaskSpec,
+        context: dict[str, str],
+        feedback: str | None,
+    ) -> RunTaskResult:
+        """A hierarchical task: manager decisions and delegations, each its own activity."""
+        run = self._runs.get(task.name, 0) + 1
+        self._runs[task.name] = run
+        prefix = task.name if run == 1 else f"{task.name}#{run}"
+        history: list[DelegationRecord] = []
+        correction = f"A human reviewed your last answer: {feedback}" if feedback else None
+        usage = TokenUsage()
+        calls = attempts = 0
+        delegated: dict[tuple[str, str], int] = {}
+        coworkers = [a.name for a in spec.agents]
+        for step in range(spec.manager_max_steps):
+            decision = await self._call(
+                spec,
+                task,
+                MANAGER_STEP,
+                ManagerStepInput(
+                    execution_id=execution_id,
+                    spec=spec,
+                    task=task.name,
+                    step=step,
+                    context=context,
+                    history=history,
+                    correction=correction,
+                ),
+                ManagerDecision,
+                activity_id=f"{prefix}.manager.{step + 1}",
+                summary=f"Manager: step {step + 1} of {task.name}",
+            )
+            usage = usage + decision.token_usage
+            attempts = max(attempts, decision.attempt)
+            calls += 1
+            if decision.action == "final":
+                return RunTaskResult(
+                    raw=decision.answer or "", token_usage=usage, llm_calls=calls, attempt=attempts
+                )
+            if decision.action == "delegate" and decision.problem:
+                raise TaskFailed(
+                    task.name,
+                    f"the manager delegated to {decision.problem.removeprefix('unknown coworker ')}"
+                    f", who is not in the crew (coworkers: {', '.join(coworkers)})",
+                    "unknown_coworker",
+                )
+            if decision.action == "invalid":
+                correction = decision.problem
+                continue
+            correction = None
+            assert decision.coworker is not None and decision.task is not None
+            key = (decision.coworker, decision.task)
+            delegated[key] = delegated.get(key, 0) + 1
+            if delegated[key] > 2:
+                raise TaskFailed(
+                    task.name,
+                    f"the manager loops: it delegated the same work to {decision.coworker} "
+                    f"{delegated[key]} times",
+                    "manager_loop",
+                )
+            coworker = spec.agent(decision.coworker)
+            self._emit(
+                EventType.DELEGATION,
+                task=task.name,
+                agent=coworker.name,
+                data={"step": step + 1, "coworker": coworker.name, "work": decision.task},
+            )
+            description = decision.task
+            if decision.context:
+                description += f"\n\nContext from your manager:\n{decision.context}"
+            done = await self._call(
+                spec,
+                task,
                 RUN_TASK,
                 RunTaskInput(
                     execution_id=execution_id,
                     spec=spec,
                     task=task.name,
                     context=context,
-                    feedback=feedback,
-                    previous_output=previous,
+                    agent_override=coworker.name,
+                    description_override=description,
+                    expected_output_override="A complete, self-contained answer to this work.",
                 ),
-                result_type=RunTaskResult,
-                activity_id=task.name if run == 1 else f"{task.name}#{run}",
-                summary=f"{agent.role}: {task.name}",
+                RunTaskResult,
+                activity_id=f"{prefix}.delegate.{step + 1}.{coworker.name}",
+                summary=f"{coworker.role}: {decision.task[:80]}",
+            )
+            usage = usage + done.token_usage
+            calls += done.llm_calls
+            history.append(
+                DelegationRecord(coworker=coworker.name, task=decision.task, result=done.raw)
+            )
+        raise TaskFailed(
+            task.name,
+            f"the manager gave no final answer within {spec.manager_max_steps} steps",
+            "manager_max_steps",
+        )
+
+    async def _call(
+        self,
+        spec: CrewSpec,
+        task: TaskSpec,
+        activity_name: str,
+        arg: Any,
+        result_type: type[Any],
+        *,
+        activity_id: str,
+        summary: str,
+    ) -> Any:
+        """One activity for ``task``, with its retry policy and timeouts; failures end it."""
+        retry = spec.retry_for(task)
+        timeout = spec.timeout_for(task)
+        try:
+            return await workflow.execute_activity(
+                activity_name,
+                arg,
+                result_type=result_type,
+                activity_id=activity_id,
+                summary=summary,
                 retry_policy=RetryPolicy(
                     maximum_attempts=retry.maximum_attempts,
                     initial_interval=timedelta(seconds=retry.initial_interval),
@@ -272,18 +403,22 @@ class CrewWorkflow:
             if isinstance(exc.cause, CancelledError):
                 raise exc.cause from None
             message, error_type = _describe_failure(exc)
-            status = self._status.tasks[[t.name for t in spec.tasks].index(task.name)]
-            status.state = TaskState.FAILED
-            status.ended_at = workflow.now()
-            status.error = message
-            self._emit(
-                EventType.TASK_FAILED,
-                task=task.name,
-                agent=task.agent,
-                attempt=status.attempts,
-                data={"error": message, "error_type": error_type},
-            )
             raise TaskFailed(task.name, message, error_type) from None
+        finally:
+            self._journal.pop(activity_id, None)
+
+    def _fail_task(self, exc: TaskFailed) -> None:
+        status = next(t for t in self._status.tasks if t.name == exc.task)
+        status.state = TaskState.FAILED
+        status.ended_at = workflow.now()
+        status.error = exc.message
+        self._emit(
+            EventType.TASK_FAILED,
+            task=exc.task,
+            agent=status.agent,
+            attempt=status.attempts,
+            data={"error": exc.message, "error_type": exc.error_type},
+        )
 
     async def _ask_human(self, task: TaskSpec, output: str) -> FeedbackInput:
         status = next(t for t in self._status.tasks if t.name == task.name)
@@ -391,7 +526,7 @@ class CrewWorkflow:
     def on_activity_events(self, batch: ActivityEventsInput) -> None:
         """Events and journal entries an activity sends while its task runs."""
         status = next((t for t in self._status.tasks if t.name == batch.task), None)
-        journal = self._journal.setdefault(batch.task, [])
+        journal = self._journal.setdefault(batch.journal_key or batch.task, [])
         for entry in batch.journal:
             del journal[entry.seq :]
             journal.append(entry)
