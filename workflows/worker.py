@@ -61,7 +61,7 @@ def build_worker(
         max_concurrent_workflow_tasks=settings.max_concurrent_workflow_tasks,
         # A dead worker's sticky queue holds its workflows' tasks (and the journal query a
         # resumed task makes) until this passes; the 10 s default slows every recovery.
-        sticky_queue_schedule_to_start_timeout=timedelta(seconds=2),
+        sticky_queue_schedule_to_start_timeout=timedelta(seconds=1),
         **options,
     )
 
