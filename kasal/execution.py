@@ -11,6 +11,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from temporalio.contrib.workflow_streams import WorkflowStreamState
+
 from kasal.spec import CrewSpec
 
 
@@ -51,6 +53,7 @@ class EventType(StrEnum):
     TASK_FAILED = "task_failed"
     TASK_RETRYING = "task_retrying"
     DELEGATION = "delegation"
+    EXECUTION_CONTINUED = "execution_continued"
     LLM_CALL = "llm_call"
     TOOL_CALL = "tool_call"
     HUMAN_INPUT_REQUESTED = "human_input_requested"
@@ -124,6 +127,18 @@ class ExecutionStatus(BaseModel):
     event_count: int = 0
 
 
+class CrewResumeState(BaseModel):
+    """What a crew carries into its next run when it continues as new (long crews)."""
+
+    outputs: dict[str, TaskOutput] = Field(default_factory=dict)
+    status: ExecutionStatus
+    events: list[Event] = Field(default_factory=list)
+    runs: dict[str, int] = Field(default_factory=dict)
+    stream: WorkflowStreamState | None = None
+    #: How many runs came before this one.
+    generation: int = 0
+
+
 class CrewWorkflowInput(BaseModel):
     """Input of ``CrewWorkflow``. ``spec`` is already validated; inputs fill placeholders."""
 
@@ -132,6 +147,9 @@ class CrewWorkflowInput(BaseModel):
     inputs: dict[str, Any] = Field(default_factory=dict)
     crew_id: str | None = None
     owner: str | None = None
+    #: Continue as new after this many tasks in one run (None: when Temporal suggests it).
+    tasks_per_run: int | None = Field(default=None, ge=1)
+    resume: CrewResumeState | None = None
 
 
 class TaskOutput(BaseModel):
@@ -215,3 +233,7 @@ class FeedbackResult(BaseModel):
     task: str
     approved: bool
     rerun: bool
+
+
+CrewResumeState.model_rebuild()
+CrewWorkflowInput.model_rebuild()

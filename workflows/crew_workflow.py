@@ -44,6 +44,7 @@ with workflow.unsafe.imports_passed_through():
     from kasal.exceptions import InvalidSpecError
     from kasal.execution import (
         ActivityEventsInput,
+        CrewResumeState,
         CrewWorkflowInput,
         CrewWorkflowResult,
         Event,
@@ -87,7 +88,8 @@ class CrewWorkflow:
 
     @workflow.init
     def __init__(self, data: CrewWorkflowInput) -> None:
-        self._stream = WorkflowStream()
+        resume = data.resume
+        self._stream = WorkflowStream(resume.stream if resume else None)
         self._topic = self._stream.topic(EVENTS_TOPIC, type=Event)
         self._events: list[Event] = []
         self._seen: set[str] = set()
@@ -102,12 +104,22 @@ class CrewWorkflow:
             state=ExecutionState.PENDING,
             tasks=[TaskStatus(name=t.name, agent=t.agent) for t in data.spec.tasks],
         )
+        self._outputs: dict[str, TaskOutput] = {}
+        self._generation = 0
+        if resume is not None:
+            self._status = resume.status
+            self._events = list(resume.events)
+            self._seen = {e.event_id for e in self._events}
+            self._outputs = dict(resume.outputs)
+            self._runs = dict(resume.runs)
+            self._generation = resume.generation + 1
 
     # -- the run ----------------------------------------------------------------------------
 
     @workflow.run
     async def run(self, data: CrewWorkflowInput) -> CrewWorkflowResult:
-        self._status.started_at = workflow.now()
+        resumed = data.resume is not None
+        self._status.started_at = self._status.started_at or workflow.now()
         self._set_state(ExecutionState.RUNNING)
         try:
             spec = data.spec.interpolated(data.inputs)
@@ -116,21 +128,34 @@ class CrewWorkflow:
             self._emit(EventType.EXECUTION_FAILED, data={"error": str(exc)})
             await self._finish(ExecutionState.FAILED)
             raise ApplicationError(str(exc), type=exc.code, non_retryable=True) from exc
-        self._emit(
-            EventType.EXECUTION_STARTED,
-            data={"crew": spec.name, "tasks": [t.name for t in spec.tasks], "inputs": spec.inputs},
-        )
-        outputs: dict[str, TaskOutput] = {}
+        if not resumed:
+            self._emit(
+                EventType.EXECUTION_STARTED,
+                data={
+                    "crew": spec.name,
+                    "tasks": [t.name for t in spec.tasks],
+                    "inputs": spec.inputs,
+                },
+            )
+        outputs = self._outputs
         try:
             pending: list[asyncio.Task[None]] = []
+            done_this_run = 0
             for index, task in enumerate(spec.tasks):
+                if task.name in outputs:
+                    continue  # finished in an earlier run
                 step = self._run_task(data.execution_id, spec, index, outputs)
                 if task.async_execution:
                     pending.append(asyncio.create_task(step))
                     continue
                 await self._gather(pending)
+                done_this_run += len(pending) + 1
                 pending = []
                 await step
+                if index + 1 < len(spec.tasks) and self._should_continue_as_new(
+                    data, done_this_run
+                ):
+                    await self._continue_as_new(data)
             await self._gather(pending)
         except TaskFailed as exc:
             self._fail_task(exc)
@@ -169,6 +194,32 @@ class CrewWorkflow:
         )
         await self._finish(ExecutionState.COMPLETED, result)
         return result
+
+    def _should_continue_as_new(self, data: CrewWorkflowInput, done_this_run: int) -> bool:
+        """Between tasks (nothing running): is it time to start a fresh history?"""
+        if data.tasks_per_run is not None and done_this_run >= data.tasks_per_run:
+            return True
+        return workflow.info().is_continue_as_new_suggested()
+
+    async def _continue_as_new(self, data: CrewWorkflowInput) -> None:
+        """Carry outputs, status and the event stream into a new run (same workflow id)."""
+        self._emit(
+            EventType.EXECUTION_CONTINUED,
+            data={"generation": self._generation + 1, "completed_tasks": len(self._outputs)},
+        )
+
+        def next_input(stream_state: Any) -> list[Any]:
+            resume = CrewResumeState(
+                outputs=self._outputs,
+                status=self._status,
+                events=self._events,
+                runs=self._runs,
+                stream=stream_state,
+                generation=self._generation,
+            )
+            return [data.model_copy(update={"resume": resume})]
+
+        await self._stream.continue_as_new(next_input)
 
     async def _gather(self, pending: list[asyncio.Task[None]]) -> None:
         if not pending:
@@ -255,7 +306,7 @@ class CrewWorkflow:
             RUN_TASK,
             RunTaskInput(
                 execution_id=execution_id,
-                spec=spec,
+                spec=_slim(spec, task, [task.agent]),
                 task=task.name,
                 context=context,
                 feedback=feedback,
@@ -291,7 +342,7 @@ class CrewWorkflow:
                 MANAGER_STEP,
                 ManagerStepInput(
                     execution_id=execution_id,
-                    spec=spec,
+                    spec=_slim(spec, task, [a.name for a in spec.agents]),
                     task=task.name,
                     step=step,
                     context=context,
@@ -346,7 +397,7 @@ class CrewWorkflow:
                 RUN_TASK,
                 RunTaskInput(
                     execution_id=execution_id,
-                    spec=spec,
+                    spec=_slim(spec, task, [coworker.name, task.agent]),
                     task=task.name,
                     context=context,
                     agent_override=coworker.name,
@@ -588,6 +639,20 @@ class CrewWorkflow:
             )
         if not data.approve and not (data.feedback or "").strip():
             raise ValueError("give feedback, or approve")
+
+
+def _slim(spec: CrewSpec, task: TaskSpec, agents: list[str]) -> CrewSpec:
+    """The spec an activity needs: one task and its agents, not the whole crew.
+
+    Every activity input is stored in history; a 300-task crew would otherwise store its
+    whole spec 300 times.
+    """
+    return spec.model_copy(
+        update={
+            "tasks": [task.model_copy(update={"context": None})],
+            "agents": [a for a in spec.agents if a.name in agents],
+        }
+    )
 
 
 def _describe_failure(exc: ActivityError) -> tuple[str, str | None]:
