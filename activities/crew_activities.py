@@ -52,8 +52,10 @@ log = logging.getLogger(__name__)
 
 #: How often a running task heartbeats at most; a shorter heartbeat timeout shortens it.
 HEARTBEAT_EVERY = 2.0
-#: How long a cancelled task may take to stop its thread before the activity gives up.
-CANCEL_GRACE = 10.0
+#: How long a cancelled task may take to stop its thread before the activity reports the
+#: cancellation anyway. The thread stops at its next LLM call or tool use; an HTTP call
+#: already in flight cannot be interrupted and ends within the provider timeout.
+CANCEL_GRACE = 3.0
 #: CrewAI joins context outputs this way when a task sees several.
 CONTEXT_SEPARATOR = "\n\n----------\n\n"
 

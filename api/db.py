@@ -1,42 +1,19 @@
-"""Applying the Alembic migrations and seeding the first admin, at API start."""
+"""Database set-up at API start: migrations (``kasal.db.migrate``) and the first admin."""
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
-from alembic import command
-from alembic.config import Config
-from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api.security import hash_password
+from kasal.db.migrate import migrate
 from kasal.db.repositories import UserRepository
 from kasal.settings import Settings
 
 log = logging.getLogger(__name__)
 
-ALEMBIC_INI = Path(__file__).with_name("alembic.ini")
-
-
-def alembic_config() -> Config:
-    """The Alembic configuration shipped with the API package."""
-    config = Config(str(ALEMBIC_INI))
-    config.set_main_option("script_location", str(ALEMBIC_INI.with_name("migrations")))
-    return config
-
-
-async def migrate(engine: AsyncEngine, revision: str = "head") -> None:
-    """Upgrade the database to ``revision`` on the engine's own connection."""
-
-    def upgrade(connection: Connection) -> None:
-        config = alembic_config()
-        config.attributes["connection"] = connection
-        command.upgrade(config, revision)
-
-    async with engine.begin() as connection:
-        await connection.run_sync(upgrade)
-
+__all__ = ["ensure_admin", "migrate"]
 
 async def ensure_admin(sessions: async_sessionmaker[AsyncSession], settings: Settings) -> None:
     """Create the first admin from KASAL_ADMIN_EMAIL / KASAL_ADMIN_PASSWORD if missing.

@@ -62,7 +62,9 @@ def crew_spec(tasks: int) -> CrewSpec:
     return CrewSpec.from_data(
         {
             "name": "bench",
-            "agents": [{"name": "analyst", "role": "Analyst", "goal": "Analyse", "model": "offline/b"}],
+            "agents": [
+                {"name": "analyst", "role": "Analyst", "goal": "Analyse", "model": "offline/b"}
+            ],
             "tasks": [
                 {
                     "name": f"t{i}",
@@ -116,7 +118,6 @@ async def main(runs: int, tasks: int) -> None:
                 task_queue=queue,
                 database_url=f"sqlite+aiosqlite:///{tmp}/kasal.db",
             )
-            await _prepare_database(settings)
             stop, ready = asyncio.Event(), asyncio.Event()
             crew_worker = asyncio.create_task(
                 run_worker(client, queue, stop=stop, ready=ready, settings=settings)
@@ -168,20 +169,6 @@ async def main(runs: int, tasks: int) -> None:
         f"durability overhead = {per_task['kasal'] - per_task['crewai']:.1f} ms/task "
         f"(bare Temporal floor {per_task['temporal']:.1f} ms/task)"
     )
-
-
-async def _prepare_database(settings: Settings) -> None:
-    """Create the app schema, as the API does on start, so records land."""
-    try:
-        from kasal.db.engine import create_engine
-        from kasal.db.migrate import migrate
-    except ImportError:
-        return
-    engine = create_engine(settings.resolved_database_url())
-    try:
-        await migrate(engine)
-    finally:
-        await engine.dispose()
 
 
 if __name__ == "__main__":

@@ -73,7 +73,9 @@ async def main(trials: int, heartbeat: float) -> None:
             active.stop()
             server.stop()
             stub.stop()
-    print(f"worker SIGKILL mid LLM call -> task running again on a standby worker ({trials} trials)")
+    print(
+        f"worker SIGKILL mid LLM call -> task running again on a standby worker ({trials} trials)"
+    )
     print(f"heartbeat timeout: {heartbeat:g} s")
     print(
         f"recovery: median {statistics.median(recoveries):.2f} s, "

@@ -39,7 +39,7 @@ class Settings(BaseSettings):
     # -- API (issue 3) -------------------------------------------------------------------
     env: str = "dev"
     database_url: str = ""
-    secret_key: SecretStr = SecretStr("dev-insecure-secret-change-me")
+    secret_key: SecretStr = SecretStr("dev-insecure-secret-change-me-0123456789abcdef")
     access_token_minutes: int = 60
     admin_email: str = ""
     admin_password: SecretStr = SecretStr("")

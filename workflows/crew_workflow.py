@@ -457,6 +457,10 @@ class CrewWorkflow:
             raise TaskFailed(task.name, message, error_type) from None
         finally:
             self._journal.pop(activity_id, None)
+            # An activity that finished before it heard of a cancellation swallows it: the
+            # request is still there, so honour it before starting anything else.
+            if workflow.cancellation_reason() is not None:
+                raise asyncio.CancelledError()
 
     def _fail_task(self, exc: TaskFailed) -> None:
         status = next(t for t in self._status.tasks if t.name == exc.task)

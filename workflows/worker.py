@@ -29,6 +29,24 @@ def workflow_runner() -> SandboxedWorkflowRunner:
     )
 
 
+async def prepare_database(settings: Settings) -> None:
+    """Bring the app database's schema up to date, so finished executions can be recorded.
+
+    A database that cannot be reached does not stop the worker: crews still run, and
+    recording (an activity with retries) says what went wrong.
+    """
+    from kasal.db.engine import create_engine
+    from kasal.db.migrate import migrate
+
+    engine = create_engine(settings.resolved_database_url(), pooled=False)
+    try:
+        await migrate(engine)
+    except Exception as exc:
+        log.error("could not migrate the app database (%s): executions will not be recorded", exc)
+    finally:
+        await engine.dispose()
+
+
 def build_worker(
     client: Client,
     task_queue: str,
@@ -62,6 +80,9 @@ def build_worker(
         # A dead worker's sticky queue holds its workflows' tasks (and the journal query a
         # resumed task makes) until this passes; the 10 s default slows every recovery.
         sticky_queue_schedule_to_start_timeout=timedelta(seconds=1),
+        # Heartbeats carry cancellation back: at most 1 s apart, a cancelled task stops
+        # within about a second instead of 0.8 x its heartbeat timeout.
+        max_heartbeat_throttle_interval=timedelta(seconds=1),
         **options,
     )
 
@@ -76,6 +97,7 @@ async def run_worker(
 ) -> None:
     """Run a worker until ``stop`` is set (or for ever)."""
     settings = settings or get_settings()
+    await prepare_database(settings)
     with concurrent.futures.ThreadPoolExecutor(
         max_workers=settings.max_concurrent_activities, thread_name_prefix="kasal-task"
     ) as executor:

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from api.db import migrate
+from kasal.db.migrate import migrate
 from kasal.db.engine import create_engine
 from kasal.db.models import Execution, TraceEvent
 from kasal.db.repositories import (

@@ -79,4 +79,4 @@ def test_the_image_serves_both_roles():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert project["scripts"]["kasal"] == "cli.main:main"  # the worker's `kasal worker`
     package_data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
-    assert "alembic.ini" in package_data["package-data"]["api"]
+    assert "db/alembic.ini" in package_data["package-data"]["kasal"]  # workers migrate too
