@@ -258,3 +258,30 @@ async def test_starting_twice_with_one_execution_id_is_idempotent(
     await first.result()
     events = await collect(again)
     assert sum(e.type == EventType.EXECUTION_STARTED for e in events) == 1
+
+
+async def test_cancel_with_default_heartbeat_stops_before_the_next_task(
+    temporal_client, task_queue, worker, llm_stub
+):
+    """A cancel must not be lost when the running task finishes before it hears of it,
+    and must reach an LLM call on the real HTTP path within seconds."""
+    # Each call (0.4 s) is shorter than a heartbeat round: the task usually finishes before
+    # the cancellation reaches it, and the workflow itself must then stop.
+    llm_stub.behaviours["paced"] = ModelBehaviour(latency=0.4)
+    spec = crew(
+        [{"name": f"t{n}", "description": f"Part {n}"} for n in range(1, 4)],
+        agents=[{**stub_agent("paced", llm_stub.base_url), "tools": []}],
+    )  # default timeouts: heartbeat 10 s
+    handle = await start(temporal_client, task_queue, spec)
+    async for event in handle.events():
+        if event.type == EventType.TASK_STARTED:
+            break
+    asked = time.monotonic()
+    await handle.cancel()
+    with pytest.raises(ExecutionCancelledError):
+        await handle.result()
+    assert time.monotonic() - asked < 5
+    await asyncio.sleep(1.5)  # anything still running would reach the stub by now
+    assert len(llm_stub.requests_for("paced", None)) == 1
+    status = await handle.status()
+    assert [t.state for t in status.tasks] == [TaskState.CANCELLED] * 3
