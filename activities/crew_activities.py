@@ -33,6 +33,7 @@ from activities.models import (
     RunTaskInput,
     RunTaskResult,
 )
+from kasal.blobs import INLINE_LIMIT, PREVIEW_CHARS, BlobStore
 from kasal.constants import EVENTS_SIGNAL, JOURNAL_QUERY
 from kasal.exceptions import InvalidSpecError, KasalError, ProviderError
 from kasal.execution import (
@@ -112,6 +113,10 @@ class _Publisher:
             event_id=f"{self._prefix}-{seq}",
         )
 
+    def run(self, coro: Any) -> Any:
+        """Run a coroutine on the activity's event loop from CrewAI's thread."""
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=60)
+
     def send_from_thread(
         self, events: list[Event], journal: list[JournalRecord] | None = None
     ) -> None:
@@ -138,7 +143,9 @@ class _TaskObserver(LLMObserver):
         agent: str,
         journal: list[JournalRecord],
         cancelled: threading.Event,
+        blobs: BlobStore | None = None,
     ) -> None:
+        self.blobs = blobs
         self.publisher = publisher
         self.agent = agent
         self.journal = journal
@@ -158,7 +165,10 @@ class _TaskObserver(LLMObserver):
         digest = prompt_hash(messages)
         self._pending_hash = digest
         if self.calls < len(self.journal) and self.journal[self.calls].prompt_hash == digest:
-            return self.journal[self.calls].response
+            entry = self.journal[self.calls]
+            if entry.ref is not None and self.blobs is not None:
+                return self.publisher.run(self.blobs.get(entry.ref))
+            return entry.response
         # Past the journal (or the prompts changed): everything after is paid for again.
         del self.journal[self.calls :]
         return None
@@ -187,6 +197,10 @@ class _TaskObserver(LLMObserver):
             requests=1,
         )
         entry = JournalRecord(seq=seq, prompt_hash=self._pending_hash, response=record.response)
+        if self.blobs is not None and len(record.response) > INLINE_LIMIT:
+            # Journaled through history: large responses go to the blob store instead.
+            ref = self.publisher.run(self.blobs.put(record.response))
+            entry = entry.model_copy(update={"response": "", "ref": ref})
         self.journal.append(entry)
         # Sent before CrewAI goes on: once this returns, the response is durable.
         self.publisher.send_from_thread(events, [entry])
@@ -272,9 +286,15 @@ def as_application_error(exc: BaseException) -> ApplicationError:
 class CrewActivities:
     """Activities that run crew work. Built once per worker."""
 
-    def __init__(self, executor: concurrent.futures.ThreadPoolExecutor | None = None) -> None:
+    def __init__(
+        self,
+        executor: concurrent.futures.ThreadPoolExecutor | None = None,
+        blobs: BlobStore | None = None,
+    ) -> None:
         # CrewAI is synchronous: each running task holds one thread of this pool.
         self._executor = executor
+        #: Where outputs too large for workflow history go (None: they stay inline).
+        self._blobs = blobs
         disable_crewai_telemetry()
         _quiet_crewai()
 
@@ -294,11 +314,20 @@ class CrewActivities:
             task_spec = task_spec.model_copy(
                 update={
                     "description": data.description_override,
-                    "expected_output": data.expected_output_override
-                    or task_spec.expected_output,
+                    "expected_output": data.expected_output_override or task_spec.expected_output,
                     "name": f"{task_spec.name}-delegated",
                 }
             )
+
+        context = dict(data.context)
+        if data.context_refs:
+            if self._blobs is None:
+                raise ApplicationError(
+                    "this worker has no blob store to read large context outputs from",
+                    type="blob_store_missing",
+                )
+            for name, ref in data.context_refs.items():
+                context[name] = await self._blobs.get(ref)
 
         def work(observer: _TaskObserver, attempt: int) -> str:
             agent, task, tools = build_crewai_task(
@@ -311,12 +340,18 @@ class CrewActivities:
                 data.previous_output,
             )
             output = task.execute_sync(
-                agent=agent, context=describe_context(data.context) or None, tools=tools
+                agent=agent, context=describe_context(context) or None, tools=tools
             )
             return str(output.raw)
 
         raw, observer, attempt = await self._observed(data.task, agent_spec.name, work)
+        ref = size = None
+        if self._blobs is not None and len(raw) > INLINE_LIMIT:
+            ref, size = await self._blobs.put(raw), len(raw)
+            raw = raw[:PREVIEW_CHARS]
         return RunTaskResult(
+            ref=ref,
+            size=size,
             raw=raw,
             token_usage=observer.usage,
             llm_calls=observer.calls - observer.replayed,
@@ -402,7 +437,7 @@ class CrewActivities:
                     )
                 )
             cancelled = threading.Event()
-            observer = _TaskObserver(publisher, agent, journal, cancelled)
+            observer = _TaskObserver(publisher, agent, journal, cancelled, self._blobs)
 
             def run() -> str:
                 try:
@@ -470,7 +505,7 @@ def _next_delay(policy: Any, attempt: int) -> float | None:
     if policy is None:
         return None
     initial = policy.initial_interval or timedelta(seconds=1)
-    delay = initial.total_seconds() * (policy.backoff_coefficient**(attempt - 1))
+    delay = initial.total_seconds() * (policy.backoff_coefficient ** (attempt - 1))
     if policy.maximum_interval:
         delay = min(delay, policy.maximum_interval.total_seconds())
     return round(delay, 3)

@@ -14,7 +14,9 @@ from kasal.spec import AgentSpec, CrewSpec, TaskSpec, slug
 
 _FINAL = re.compile(r"Final Answer:\s*(.*)", re.DOTALL | re.IGNORECASE)
 _COWORKER = re.compile(r"^\s*Coworker:\s*(.+?)\s*$", re.MULTILINE | re.IGNORECASE)
-_TASK = re.compile(r"^\s*Task:\s*(.+?)(?=^\s*Context:|\Z)", re.MULTILINE | re.DOTALL | re.IGNORECASE)
+_TASK = re.compile(
+    r"^\s*Task:\s*(.+?)(?=^\s*Context:|\Z)", re.MULTILINE | re.DOTALL | re.IGNORECASE
+)
 _CONTEXT = re.compile(r"^\s*Context:\s*(.*)", re.MULTILINE | re.DOTALL | re.IGNORECASE)
 
 

@@ -30,6 +30,8 @@ class RunTaskInput(BaseModel):
     task: str
     #: Outputs of the tasks this one sees, in crew order: task name -> raw output.
     context: dict[str, str] = Field(default_factory=dict)
+    #: For context outputs kept outside history: task name -> blob id (resolved first).
+    context_refs: dict[str, str] = Field(default_factory=dict)
     #: A hierarchical task's delegation: who does it, and what exactly.
     agent_override: str | None = None
     description_override: str | None = None
@@ -47,6 +49,9 @@ class RunTaskResult(BaseModel):
     llm_calls: int = 0
     replayed_calls: int = 0
     attempt: int = 1
+    #: Set when the output was too large for history: ``raw`` is then a preview.
+    ref: str | None = None
+    size: int | None = None
 
 
 class RecordExecutionInput(BaseModel):

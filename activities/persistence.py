@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 
 from activities.models import RECORD_EXECUTION, RecordExecutionInput, RecordExecutionResult
+from kasal.blobs import BlobStore, resolve_result
 from kasal.constants import TRACE_QUERY
 from kasal.db.repositories import ExecutionRepository
 from kasal.execution import Event, TraceQueryInput
@@ -50,11 +51,15 @@ class PersistenceActivities:
         events = await read_trace(data.workflow_id)
         if self.sessions is None:
             return RecordExecutionResult(events=len(events))
+        result = data.result
+        if result is not None:
+            # The database keeps whole outputs: resolve the ones kept outside history.
+            result = await resolve_result(result, BlobStore(self.sessions))
         async with self.sessions() as session, session.begin():
             await ExecutionRepository(session).record_finished(
                 workflow_id=data.workflow_id,
                 status=data.status,
-                result=data.result,
+                result=result,
                 events=events,
                 owner=data.owner,
             )

@@ -15,6 +15,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["ensure_admin", "migrate"]
 
+
 async def ensure_admin(sessions: async_sessionmaker[AsyncSession], settings: Settings) -> None:
     """Create the first admin from KASAL_ADMIN_EMAIL / KASAL_ADMIN_PASSWORD if missing.
 

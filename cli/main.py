@@ -252,7 +252,9 @@ async def _dev(api_port: int, host: str) -> None:
             await server_task
 
 
-async def _serve_api(settings: Settings, rt: Any, host: str, port: int, stop: asyncio.Event) -> None:
+async def _serve_api(
+    settings: Settings, rt: Any, host: str, port: int, stop: asyncio.Event
+) -> None:
     import uvicorn
 
     try:

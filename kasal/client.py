@@ -348,11 +348,21 @@ class ExecutionHandle:
             event.offset = item.offset
             yield event
 
-    async def result(self) -> CrewWorkflowResult:
-        """Wait for the end; raise if the execution failed or was cancelled."""
+    async def result(self, *, resolve: bool = True) -> CrewWorkflowResult:
+        """Wait for the end; raise if the execution failed or was cancelled.
+
+        Outputs kept outside workflow history are read back from the app database unless
+        ``resolve`` is False (then they are previews with a ``ref``).
+        """
         try:
             result = await self._handle.result()
-            return CrewWorkflowResult.model_validate(result) if isinstance(result, dict) else result
+            if isinstance(result, dict):
+                result = CrewWorkflowResult.model_validate(result)
+            if resolve and (result.output_ref or any(t.ref for t in result.tasks)):
+                from kasal.blobs import resolve_result
+
+                result = await resolve_result(result, default_blob_store())
+            return result
         except WorkflowFailureError as exc:
             cause: BaseException | None = exc.cause
             if isinstance(cause, CancelledError):
@@ -502,6 +512,21 @@ class Runtime:
         """A handle to an existing execution."""
         assert self.client is not None, "start the runtime first"
         return ExecutionHandle(self.client, execution_id)
+
+
+_blob_store: Any = None
+
+
+def default_blob_store() -> Any:
+    """The blob store in the configured app database (one engine per process)."""
+    global _blob_store
+    if _blob_store is None:
+        from kasal.blobs import BlobStore
+        from kasal.db.engine import create_engine, session_factory
+
+        engine = create_engine(get_settings().resolved_database_url(), pooled=False)
+        _blob_store = BlobStore(session_factory(engine))
+    return _blob_store
 
 
 def env_flag(name: str) -> bool:

@@ -10,7 +10,6 @@ from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
-
 from temporalio.contrib.workflow_streams import WorkflowStreamState
 
 from kasal.spec import CrewSpec
@@ -153,13 +152,19 @@ class CrewWorkflowInput(BaseModel):
 
 
 class TaskOutput(BaseModel):
-    """The output of one finished task."""
+    """The output of one finished task.
+
+    A large output is kept outside workflow history: ``ref`` names its blob and ``raw``
+    holds a preview until a client resolves it (``size`` is the full length).
+    """
 
     name: str
     agent: str
     raw: str
     attempts: int
     token_usage: TokenUsage = Field(default_factory=TokenUsage)
+    ref: str | None = None
+    size: int | None = None
 
 
 class CrewWorkflowResult(BaseModel):
@@ -169,6 +174,8 @@ class CrewWorkflowResult(BaseModel):
     output: str
     tasks: list[TaskOutput]
     token_usage: TokenUsage
+    #: Blob of the final output when it is kept outside history (see ``TaskOutput.ref``).
+    output_ref: str | None = None
 
     @property
     def raw(self) -> str:
@@ -185,6 +192,8 @@ class JournalRecord(BaseModel):
     seq: int
     prompt_hash: str
     response: str
+    #: A large response is kept as a blob (``response`` is then empty).
+    ref: str | None = None
 
 
 class ActivityEventsInput(BaseModel):

@@ -400,8 +400,7 @@ def build_llm(spec: LLMSpec) -> BaseLLM:
         key = _key(spec, "KASAL_LLM_API_KEY", default="not-needed")
     else:
         raise UnknownModelError(
-            f"unknown LLM provider {provider!r} in {spec.model!r}; "
-            f"known: {', '.join(PROVIDERS)}",
+            f"unknown LLM provider {provider!r} in {spec.model!r}; known: {', '.join(PROVIDERS)}",
             field="llm.model",
         )
     if not key:

@@ -7,7 +7,9 @@ from typing import Any
 from kasal.spec import CrewSpec
 
 
-def crew(tasks: list[dict[str, Any]], agents: list[dict[str, Any]] | None = None, **extra: Any) -> CrewSpec:
+def crew(
+    tasks: list[dict[str, Any]], agents: list[dict[str, Any]] | None = None, **extra: Any
+) -> CrewSpec:
     """A crew spec; agents default to one offline analyst called ``analyst``."""
     agents = agents or [{"name": "analyst", "role": "Analyst", "goal": "Analyse things"}]
     default_agent = agents[0]["name"]

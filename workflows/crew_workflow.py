@@ -182,6 +182,7 @@ class CrewWorkflow:
         result = CrewWorkflowResult(
             execution_id=data.execution_id,
             output=outputs[last].raw,
+            output_ref=outputs[last].ref,
             tasks=[outputs[t.name] for t in spec.tasks],
             token_usage=self._status.token_usage,
         )
@@ -236,11 +237,14 @@ class CrewWorkflow:
     ) -> None:
         task = spec.tasks[index]
         status = self._status.tasks[index]
-        context = {}
+        context: dict[str, str] = {}
+        context_refs: dict[str, str] = {}
         for name in spec.context_for(index):
             # An async task the current one depends on may still run: CrewAI waits for it.
             await workflow.wait_condition(lambda n=name: n in outputs)  # type: ignore[misc]
             context[name] = outputs[name].raw
+            if outputs[name].ref:
+                context_refs[name] = outputs[name].ref  # type: ignore[assignment]
         feedback: str | None = None
         previous: str | None = None
         attempts = 0
@@ -254,12 +258,17 @@ class CrewWorkflow:
                 task=task.name,
                 agent=task.agent,
                 attempt=1,
-                data={"description": task.description[:SUMMARY_CHARS], "rerun": feedback is not None},
+                data={
+                    "description": task.description[:SUMMARY_CHARS],
+                    "rerun": feedback is not None,
+                },
             )
             if spec.process == "hierarchical":
                 result = await self._run_managed(execution_id, spec, task, context, feedback)
             else:
-                result = await self._execute(execution_id, spec, task, context, feedback, previous)
+                result = await self._execute(
+                    execution_id, spec, task, context, feedback, previous, context_refs
+                )
             attempts += result.attempt
             usage = usage + result.token_usage
             status.output_summary = result.raw[:SUMMARY_CHARS]
@@ -273,7 +282,13 @@ class CrewWorkflow:
         status.state = TaskState.COMPLETED
         status.ended_at = workflow.now()
         outputs[task.name] = TaskOutput(
-            name=task.name, agent=task.agent, raw=result.raw, attempts=attempts, token_usage=usage
+            name=task.name,
+            agent=task.agent,
+            raw=result.raw,
+            attempts=attempts,
+            token_usage=usage,
+            ref=result.ref,
+            size=result.size,
         )
         self._emit(
             EventType.TASK_COMPLETED,
@@ -296,6 +311,7 @@ class CrewWorkflow:
         context: dict[str, str],
         feedback: str | None,
         previous: str | None,
+        context_refs: dict[str, str] | None = None,
     ) -> RunTaskResult:
         run = self._runs.get(task.name, 0) + 1
         self._runs[task.name] = run
@@ -309,6 +325,7 @@ class CrewWorkflow:
                 spec=_slim(spec, task, [task.agent]),
                 task=task.name,
                 context=context,
+                context_refs=context_refs or {},
                 feedback=feedback,
                 previous_output=previous,
             ),
@@ -534,7 +551,9 @@ class CrewWorkflow:
                     owner=self._owner,
                 ),
                 start_to_close_timeout=timedelta(seconds=60),
-                retry_policy=RetryPolicy(maximum_attempts=5, maximum_interval=timedelta(seconds=10)),
+                retry_policy=RetryPolicy(
+                    maximum_attempts=5, maximum_interval=timedelta(seconds=10)
+                ),
                 summary="record execution",
             )
         except ActivityError as exc:

@@ -58,17 +58,17 @@ def build_worker(
     """A worker for crew workflows and their activities on ``task_queue``."""
     from activities.crew_activities import CrewActivities
     from activities.persistence import PersistenceActivities
+    from kasal.blobs import BlobStore
     from kasal.db.engine import create_engine, session_factory
     from kasal.tools import load_tool_modules
 
     settings = settings or get_settings()
     load_tool_modules(settings.tool_modules)
-    activities = CrewActivities(executor=executor)
-    # One connection per record (no pool): the worker writes once per execution, and an
-    # unpooled engine needs no disposal when the worker stops.
-    persistence = PersistenceActivities(
-        session_factory(create_engine(settings.resolved_database_url(), pooled=False))
-    )
+    # One connection per use (no pool): the worker writes rarely (a record per execution,
+    # large outputs), and an unpooled engine needs no disposal when the worker stops.
+    sessions = session_factory(create_engine(settings.resolved_database_url(), pooled=False))
+    activities = CrewActivities(executor=executor, blobs=BlobStore(sessions))
+    persistence = PersistenceActivities(sessions)
     return Worker(
         client,
         task_queue=task_queue,

@@ -149,3 +149,17 @@ class TraceEvent(Base):
     attempt: Mapped[int | None] = mapped_column(Integer)
     event_id: Mapped[str] = mapped_column(String(100), default="")
     data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class Blob(Base):
+    """A large task output kept out of workflow history; the workflow carries its id.
+
+    Content-addressed (the id is the SHA-256 of the text), so a retried write is a no-op.
+    """
+
+    __tablename__ = "blobs"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    size: Mapped[int] = mapped_column(Integer)
+    data: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -30,7 +30,11 @@ def kasal(*args: str, env: dict[str, str] | None = None, timeout: float = 180):
 def test_run_example_on_the_embedded_default(tmp_path):
     """The main job: no Temporal configured, so the dev server and a worker start inside."""
     done = kasal(
-        "run", str(EXAMPLE), "--input", "product=tea", "--json",
+        "run",
+        str(EXAMPLE),
+        "--input",
+        "product=tea",
+        "--json",
         env={
             "KASAL_DATA_DIR": str(tmp_path / "data"),
             "KASAL_EMBEDDED_PORT": str(free_port()),
@@ -40,7 +44,11 @@ def test_run_example_on_the_embedded_default(tmp_path):
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert result["status"] == "completed"
-    assert [t["name"] for t in result["tasks"]] == ["market_research", "competitor_pricing", "brief"]
+    assert [t["name"] for t in result["tasks"]] == [
+        "market_research",
+        "competitor_pricing",
+        "brief",
+    ]
     assert "tea" in result["output"]
     assert "using the offline model" in done.stderr  # and it says so
     assert "calculator" in done.stderr  # live progress showed the tool step

@@ -8,8 +8,8 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from kasal.db.migrate import migrate
 from kasal.db.engine import create_engine
+from kasal.db.migrate import migrate
 from kasal.db.models import Execution, TraceEvent
 from kasal.db.repositories import (
     CrewRepository,

@@ -23,11 +23,17 @@ TOOLED = {
     "role": "Analyst",
     "goal": "Analyse",
     "tools": ["calculator"],
-    "llm": {"model": "offline/t", "options": {"script": [
-        {"tool": "calculator", "input": {"expression": "2 + 2"}}]}},
+    "llm": {
+        "model": "offline/t",
+        "options": {"script": [{"tool": "calculator", "input": {"expression": "2 + 2"}}]},
+    },
 }
-FLAKY = {"name": "flaky", "role": "Flaky", "goal": "g",
-         "llm": {"model": "offline/f", "options": {"fail_first": 2}}}
+FLAKY = {
+    "name": "flaky",
+    "role": "Flaky",
+    "goal": "g",
+    "llm": {"model": "offline/f", "options": {"fail_first": 2}},
+}
 
 SCENARIOS = {
     "sequential_context_tools": crew(
@@ -42,8 +48,14 @@ SCENARIOS = {
     "parallel_and_retry": crew(
         [
             {"name": "a", "description": "Part A", "async_execution": True},
-            {"name": "b", "description": "Part B", "async_execution": True, "context": [],
-             "agent": "flaky", "retry": FAST_RETRY},
+            {
+                "name": "b",
+                "description": "Part B",
+                "async_execution": True,
+                "context": [],
+                "agent": "flaky",
+                "retry": FAST_RETRY,
+            },
             {"name": "join", "description": "Join", "context": ["a", "b"]},
         ],
         agents=[TOOLED, FLAKY],

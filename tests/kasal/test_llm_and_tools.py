@@ -32,7 +32,10 @@ def _status_error(cls, code, headers=None):
 
 
 def test_offline_model_is_deterministic_and_follows_its_script():
-    llm = OfflineLLM(model="offline/a", options={"script": [{"tool": "calculator", "input": {"expression": "1+1"}}]})
+    llm = OfflineLLM(
+        model="offline/a",
+        options={"script": [{"tool": "calculator", "input": {"expression": "1+1"}}]},
+    )
     first = llm.call([{"role": "user", "content": "Current Task: add"}])
     assert "Action: calculator" in first and '"expression": "1+1"' in first
     second = llm.call([{"role": "user", "content": "Current Task: add"}])
@@ -66,7 +69,9 @@ def test_provider_errors_are_classified():
     assert limited.retryable
     unavailable = classify_provider_error(_status_error(openai.InternalServerError, 503))
     assert isinstance(unavailable, ProviderUnavailableError) and unavailable.retryable
-    assert isinstance(classify_provider_error(_status_error(openai.NotFoundError, 404)), UnknownModelError)
+    assert isinstance(
+        classify_provider_error(_status_error(openai.NotFoundError, 404)), UnknownModelError
+    )
     wrapped = ValueError("wrapped")
     wrapped.__cause__ = _status_error(openai.PermissionDeniedError, 403)
     assert not classify_provider_error(wrapped).retryable  # type: ignore[attr-defined]

@@ -67,7 +67,10 @@ def test_json_braces_that_are_not_placeholders_survive():
         (lambda d: d["tasks"][1].update(name="study"), "duplicate task"),
         (lambda d: d["agents"][0].update(model="gpt-4o"), "<provider>/<model>"),
         (lambda d: d["tasks"][0].update(colour="red"), "tasks.0.colour"),
-        (lambda d: d["tasks"][0]["retry"].update(maximum_attempts=0), "tasks.0.retry.maximum_attempts"),
+        (
+            lambda d: d["tasks"][0]["retry"].update(maximum_attempts=0),
+            "tasks.0.retry.maximum_attempts",
+        ),
         (lambda d: d.update(process="hierarchical"), "manager_llm"),
         (lambda d: d.update(tasks=[]), "tasks"),
     ],

@@ -50,8 +50,12 @@ async def test_context_passes_between_tasks_over_the_openai_path(
 
 
 async def test_async_tasks_run_in_parallel(temporal_client, task_queue, worker):
-    slow = {"name": "analyst", "role": "Analyst", "goal": "g", "llm": {
-        "model": "offline/slow", "options": {"latency_ms": 1500}}}
+    slow = {
+        "name": "analyst",
+        "role": "Analyst",
+        "goal": "g",
+        "llm": {"model": "offline/slow", "options": {"latency_ms": 1500}},
+    }
     spec = crew(
         [
             {"name": "a", "description": "Part A", "async_execution": True},
@@ -69,16 +73,22 @@ async def test_async_tasks_run_in_parallel(temporal_client, task_queue, worker):
     assert a.started_at < b.ended_at and b.started_at < a.ended_at
     assert join.started_at >= max(a.ended_at, b.ended_at)
     assert elapsed < 3 * 1.5 + 1.0, f"three 1.5 s tasks took {elapsed:.1f}s: not parallel"
+    assert [t.name for t in result.tasks] == ["a", "b", "join"]
 
 
 @pytest.mark.parametrize(
-    ("kind", "text"), [("unavailable", "503"), ("rate_limit", "rate limit"), ("timeout", "timed out")]
+    ("kind", "text"),
+    [("unavailable", "503"), ("rate_limit", "rate limit"), ("timeout", "timed out")],
 )
 async def test_retryable_failures_are_retried_and_reported(
     temporal_client, task_queue, worker, kind, text
 ):
-    flaky = {"name": "analyst", "role": "Analyst", "goal": "g",
-             "llm": {"model": "offline/flaky", "options": {"fail_first": 2, "fail_with": kind}}}
+    flaky = {
+        "name": "analyst",
+        "role": "Analyst",
+        "goal": "g",
+        "llm": {"model": "offline/flaky", "options": {"fail_first": 2, "fail_with": kind}},
+    }
     spec = crew([{"name": "t", "description": "Do it", "retry": FAST_RETRY}], agents=[flaky])
     handle = await start(temporal_client, task_queue, spec)
     result = await handle.result()
@@ -110,7 +120,9 @@ async def test_provider_5xx_over_http_is_retried(temporal_client, task_queue, wo
         ({"model": "nosuch/model"}, "unknown LLM provider"),
     ],
 )
-async def test_non_retryable_errors_fail_fast(temporal_client, task_queue, worker, agent_llm, message):
+async def test_non_retryable_errors_fail_fast(
+    temporal_client, task_queue, worker, agent_llm, message
+):
     agent = {"name": "analyst", "role": "Analyst", "goal": "g", "llm": agent_llm}
     if agent_llm["model"].startswith("offline"):
         agent["llm"]["options"]["fail_first"] = 5
@@ -160,15 +172,21 @@ async def test_missing_input_is_refused_before_start(temporal_client, task_queue
 
 
 async def test_task_timeout(temporal_client, task_queue, worker):
-    slow = {"name": "analyst", "role": "Analyst", "goal": "g",
-            "llm": {"model": "offline/slow", "options": {"latency_ms": 5000}}}
+    slow = {
+        "name": "analyst",
+        "role": "Analyst",
+        "goal": "g",
+        "llm": {"model": "offline/slow", "options": {"latency_ms": 5000}},
+    }
     spec = crew(
-        [{
-            "name": "t",
-            "description": "Too slow",
-            "timeout": {"start_to_close": 1, "heartbeat": 5},
-            "retry": {"maximum_attempts": 2, "initial_interval": 0.1},
-        }],
+        [
+            {
+                "name": "t",
+                "description": "Too slow",
+                "timeout": {"start_to_close": 1, "heartbeat": 5},
+                "retry": {"maximum_attempts": 2, "initial_interval": 0.1},
+            }
+        ],
         agents=[slow],
     )
     started = time.monotonic()
@@ -182,8 +200,12 @@ async def test_task_timeout(temporal_client, task_queue, worker):
 
 
 async def test_cancellation_stops_the_running_task(temporal_client, task_queue, worker):
-    slow = {"name": "analyst", "role": "Analyst", "goal": "g",
-            "llm": {"model": "offline/slow", "options": {"latency_ms": 60_000}}}
+    slow = {
+        "name": "analyst",
+        "role": "Analyst",
+        "goal": "g",
+        "llm": {"model": "offline/slow", "options": {"latency_ms": 60_000}},
+    }
     spec = crew(
         [{"name": "first", "description": "Long"}, {"name": "second", "description": "Never"}],
         agents=[slow],
@@ -210,9 +232,14 @@ async def test_cancellation_stops_the_running_task(temporal_client, task_queue, 
 
 async def test_events_are_ordered_with_offsets_and_resumable(temporal_client, task_queue, worker):
     tooled = {
-        "name": "analyst", "role": "Analyst", "goal": "g", "tools": ["calculator"],
-        "llm": {"model": "offline/t", "options": {
-            "script": [{"tool": "calculator", "input": {"expression": "6 * 7"}}]}},
+        "name": "analyst",
+        "role": "Analyst",
+        "goal": "g",
+        "tools": ["calculator"],
+        "llm": {
+            "model": "offline/t",
+            "options": {"script": [{"tool": "calculator", "input": {"expression": "6 * 7"}}]},
+        },
     }
     spec = crew(
         [{"name": "one", "description": "First"}, {"name": "two", "description": "Second"}],
@@ -224,9 +251,15 @@ async def test_events_are_ordered_with_offsets_and_resumable(temporal_client, ta
     assert [e.offset for e in live] == list(range(len(live)))
     assert [e.type for e in live] == [
         EventType.EXECUTION_STARTED,
-        EventType.TASK_STARTED, EventType.LLM_CALL, EventType.TOOL_CALL, EventType.LLM_CALL,
+        EventType.TASK_STARTED,
+        EventType.LLM_CALL,
+        EventType.TOOL_CALL,
+        EventType.LLM_CALL,
         EventType.TASK_COMPLETED,
-        EventType.TASK_STARTED, EventType.LLM_CALL, EventType.TOOL_CALL, EventType.LLM_CALL,
+        EventType.TASK_STARTED,
+        EventType.LLM_CALL,
+        EventType.TOOL_CALL,
+        EventType.LLM_CALL,
         EventType.TASK_COMPLETED,
         EventType.EXECUTION_COMPLETED,
     ]

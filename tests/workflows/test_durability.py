@@ -42,7 +42,9 @@ async def test_killed_worker_resumes_crew_without_rerunning_finished_tasks(
     calls = {d: sum(d in r.prompt for r in llm_stub.requests_for("durable")) for d in descriptions}
     assert calls == {descriptions[0]: 1, descriptions[1]: 1, descriptions[2]: 2, descriptions[3]: 1}
     assert [t.attempts for t in result.tasks] == [1, 1, 2, 1]
-    assert result.output == llm_stub.answer_for("durable", llm_stub.requests_for("durable")[-1].prompt)
+    assert result.output == llm_stub.answer_for(
+        "durable", llm_stub.requests_for("durable")[-1].prompt
+    )
 
 
 async def test_killed_during_fourth_llm_call_costs_exactly_one_repeated_call(

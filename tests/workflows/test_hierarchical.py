@@ -13,8 +13,13 @@ from tests.fixtures.llm_stub import ModelBehaviour
 from tests.fixtures.worker_process import WorkerProcess
 from tests.helpers import crew, stub_agent
 
-DELEGATE_RESEARCH = "Action: delegate\nCoworker: researcher\nTask: Find three facts about tea\nContext: for a memo"
-DELEGATE_WRITING = "Action: delegate\nCoworker: writer\nTask: Write the memo from the facts\nContext: keep it short"
+DELEGATE_RESEARCH = (
+    "Action: delegate\nCoworker: researcher\nTask: Find three facts about tea\nContext: for a memo"
+)
+DELEGATE_WRITING = (
+    "Action: delegate\nCoworker: writer\nTask: Write the memo from the facts\n"
+    "Context: keep it short"
+)
 
 
 def managed(manager_llm, agents, **extra):
@@ -32,11 +37,16 @@ def offline(name):
 
 
 async def test_manager_delegates_and_answers(temporal_client, task_queue, worker):
-    manager = {"model": "offline/manager", "options": {"script": [
-        {"delegate": "researcher", "task": "Find facts", "context": "tea"},
-        {"delegate": "Writer", "task": "Write it"},  # by role works too
-        {"final": "The memo, reviewed."},
-    ]}}
+    manager = {
+        "model": "offline/manager",
+        "options": {
+            "script": [
+                {"delegate": "researcher", "task": "Find facts", "context": "tea"},
+                {"delegate": "Writer", "task": "Write it"},  # by role works too
+                {"final": "The memo, reviewed."},
+            ]
+        },
+    }
     spec = managed(manager, [offline("researcher"), offline("writer")])
     handle = await start_execution(temporal_client, spec, task_queue=task_queue)
     result = await handle.result()
@@ -56,8 +66,11 @@ async def test_manager_delegates_and_answers(temporal_client, task_queue, worker
         if e.HasField("activity_task_scheduled_event_attributes")
     ]
     assert ids[:5] == [
-        "memo.manager.1", "memo.delegate.1.researcher", "memo.manager.2",
-        "memo.delegate.2.writer", "memo.manager.3",
+        "memo.manager.1",
+        "memo.delegate.1.researcher",
+        "memo.manager.2",
+        "memo.delegate.2.writer",
+        "memo.manager.3",
     ]
 
 
@@ -86,7 +99,10 @@ async def test_crash_between_delegations_does_not_redo_the_first(
         script=[DELEGATE_RESEARCH, DELEGATE_WRITING, "Final Answer: memo done"]
     )
     llm_stub.behaviours["writer"] = ModelBehaviour(block_at=1)  # the 2nd delegation hangs
-    researcher, writer = stub_agent("researcher", llm_stub.base_url), stub_agent("writer", llm_stub.base_url)
+    researcher, writer = (
+        stub_agent("researcher", llm_stub.base_url),
+        stub_agent("writer", llm_stub.base_url),
+    )
     spec = managed(
         {"model": "compatible/boss", "base_url": llm_stub.base_url},
         [researcher, writer],

@@ -40,3 +40,36 @@ async def test_a_300_task_crew_runs_to_the_end_across_runs(temporal_client, task
     first_event = history.events[0].workflow_execution_started_event_attributes
     assert first_event.continued_execution_run_id, "the last run continued an earlier one"
     assert len(history.events) < 2000
+
+
+async def test_two_megabytes_of_outputs_stay_out_of_history(
+    temporal_client, task_queue, worker, llm_stub, settings
+):
+    from kasal.blobs import BlobStore, resolve_result
+    from kasal.client import start_execution
+    from kasal.db.engine import create_engine, session_factory
+    from tests.fixtures.llm_stub import ModelBehaviour
+    from tests.helpers import stub_agent
+
+    llm_stub.behaviours["verbose"] = ModelBehaviour(answer_chars=700_000)
+    spec = crew(
+        [{"name": f"part{n}", "description": f"Write part {n} in full"} for n in range(1, 4)],
+        agents=[{**stub_agent("verbose", llm_stub.base_url), "tools": []}],
+    )
+    handle = await start_execution(temporal_client, spec, task_queue=task_queue)
+    carried = await handle.result(resolve=False)
+    assert all(t.ref and t.size == 700_000 and len(t.raw) < 10_000 for t in carried.tasks)
+
+    engine = create_engine(settings.resolved_database_url(), pooled=False)
+    try:
+        full = await resolve_result(carried, BlobStore(session_factory(engine)))
+    finally:
+        await engine.dispose()
+    assert [len(t.raw) for t in full.tasks] == [700_000] * 3
+    assert full.output == full.tasks[-1].raw and full.output_ref is None
+    # Each task saw the whole output before it (resolved from the blob, not the preview).
+    requests = llm_stub.requests_for("verbose")
+    assert full.tasks[0].raw in requests[1].prompt and full.tasks[1].raw in requests[2].prompt
+    history = await temporal_client.get_workflow_handle(handle.workflow_id).fetch_history()
+    assert history.events[-1].ByteSize() < 100_000
+    assert sum(e.ByteSize() for e in history.events) < 500_000, "outputs leaked into history"
