@@ -149,6 +149,40 @@ async def test_two_clients_one_reconnecting_both_get_every_event_once(server, wo
     assert first["execution_id"] == execution_id and first["task"] == "step0"
 
 
+async def test_human_input_over_rest_with_events_on_the_websocket(server, worker):
+    """Review requested on the socket, re-run with feedback over REST, then approved."""
+    url, http, admin, _app = server
+    alice = await new_user(http, admin)
+    spec = offline_spec(tasks=1, human_input=True)
+    execution_id = (
+        await http.post("/api/v1/executions", json={"spec": spec}, headers=alice)
+    ).json()["execution_id"]
+    feedback = f"/api/v1/executions/{execution_id}/feedback"
+    ws = await open_socket(url, alice)
+    await subscribe(ws, execution_id)
+    received: list[dict] = []
+    reviews: list[dict] = []
+    while True:
+        message = await receive(ws)
+        if message["type"] == "stream_end":
+            break
+        received.append(message)
+        if message["type"] == "human_input_requested":
+            reviews.append(message)
+            answer = {"feedback": "Add a number to it."} if len(reviews) == 1 else {"approve": True}
+            response = await http.post(feedback, json=answer, headers=alice)
+            assert response.status_code == 200, response.text
+    await ws.close()
+    kinds = [e["type"] for e in received]
+    assert kinds.count("human_input_requested") == 2
+    assert kinds.count("task_start") == 2  # the first run, and the run with the feedback
+    assert kinds[-1] == "execution_complete"
+    first, second = (r["data"]["output"] for r in reviews)
+    assert first != second  # the re-run's prompt carried the feedback
+    result = (await http.get(f"/api/v1/executions/{execution_id}/result", headers=alice)).json()
+    assert result["output"] == second
+
+
 async def test_finished_executions_replay_from_the_database(server, worker):
     url, http, admin, app = server
     alice = await new_user(http, admin)
