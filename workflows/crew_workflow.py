@@ -264,7 +264,9 @@ class CrewWorkflow:
                 },
             )
             if spec.process == "hierarchical":
-                result = await self._run_managed(execution_id, spec, task, context, feedback)
+                result = await self._run_managed(
+                    execution_id, spec, task, context, feedback, context_refs
+                )
             else:
                 result = await self._execute(
                     execution_id, spec, task, context, feedback, previous, context_refs
@@ -341,6 +343,7 @@ class CrewWorkflow:
         task: TaskSpec,
         context: dict[str, str],
         feedback: str | None,
+        context_refs: dict[str, str],
     ) -> RunTaskResult:
         """A hierarchical task: manager decisions and delegations, each its own activity."""
         run = self._runs.get(task.name, 0) + 1
@@ -417,6 +420,7 @@ class CrewWorkflow:
                     spec=_slim(spec, task, [coworker.name, task.agent]),
                     task=task.name,
                     context=context,
+                    context_refs=context_refs,
                     agent_override=coworker.name,
                     description_override=description,
                     expected_output_override="A complete, self-contained answer to this work.",

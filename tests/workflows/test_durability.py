@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-
-from kasal.client import start_execution
 from kasal.execution import EventType
 from tests.fixtures.llm_stub import ModelBehaviour
-from tests.fixtures.worker_process import WorkerProcess
+from tests.fixtures.worker_process import crash_mid_call_and_resume
 from tests.helpers import crew, stub_agent
 
 FAST_DEAD_WORKER = {"start_to_close": 120, "heartbeat": 2}
@@ -25,19 +22,9 @@ async def test_killed_worker_resumes_crew_without_rerunning_finished_tasks(
         agents=[agent],
         timeout=FAST_DEAD_WORKER,
     )
-    first = WorkerProcess(temporal_server.address, task_queue, tmp_path / "w1")
-    await asyncio.to_thread(first.start)
-    second = WorkerProcess(temporal_server.address, task_queue, tmp_path / "w2")
-    try:
-        handle = await start_execution(temporal_client, spec, task_queue=task_queue)
-        assert await asyncio.to_thread(llm_stub.blocked.wait, 90)
-        first.kill()  # in the middle of task three's LLM call
-        llm_stub.release.set()
-        await asyncio.to_thread(second.start)
-        result = await asyncio.wait_for(handle.result(), 120)
-    finally:
-        first.kill()
-        second.stop()
+    result, _events = await crash_mid_call_and_resume(
+        temporal_server.address, temporal_client, task_queue, spec, llm_stub, tmp_path
+    )
 
     calls = {d: sum(d in r.prompt for r in llm_stub.requests_for("durable")) for d in descriptions}
     assert calls == {descriptions[0]: 1, descriptions[1]: 1, descriptions[2]: 2, descriptions[3]: 1}
@@ -57,20 +44,9 @@ async def test_killed_during_fourth_llm_call_costs_exactly_one_repeated_call(
         agents=[stub_agent("journal", llm_stub.base_url)],
         timeout=FAST_DEAD_WORKER,
     )
-    first = WorkerProcess(temporal_server.address, task_queue, tmp_path / "w1")
-    await asyncio.to_thread(first.start)
-    second = WorkerProcess(temporal_server.address, task_queue, tmp_path / "w2")
-    try:
-        handle = await start_execution(temporal_client, spec, task_queue=task_queue)
-        assert await asyncio.to_thread(llm_stub.blocked.wait, 90)
-        first.kill()
-        llm_stub.release.set()
-        await asyncio.to_thread(second.start)
-        result = await asyncio.wait_for(handle.result(), 120)
-        events = [e async for e in handle.events()]  # needs a worker: read before stopping
-    finally:
-        first.kill()
-        second.stop()
+    result, events = await crash_mid_call_and_resume(
+        temporal_server.address, temporal_client, task_queue, spec, llm_stub, tmp_path
+    )
 
     requests = llm_stub.requests_for("journal")
     prompts = [r.prompt for r in requests]

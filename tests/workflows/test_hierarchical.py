@@ -10,7 +10,7 @@ from kasal.client import start_execution
 from kasal.exceptions import ExecutionFailedError
 from kasal.execution import EventType
 from tests.fixtures.llm_stub import ModelBehaviour
-from tests.fixtures.worker_process import WorkerProcess
+from tests.fixtures.worker_process import crash_mid_call_and_resume
 from tests.helpers import crew, stub_agent
 
 DELEGATE_RESEARCH = (
@@ -108,19 +108,9 @@ async def test_crash_between_delegations_does_not_redo_the_first(
         [researcher, writer],
         timeout={"start_to_close": 120, "heartbeat": 2},
     )
-    first = WorkerProcess(temporal_server.address, task_queue, tmp_path / "w1")
-    await asyncio.to_thread(first.start)
-    second = WorkerProcess(temporal_server.address, task_queue, tmp_path / "w2")
-    try:
-        handle = await start_execution(temporal_client, spec, task_queue=task_queue)
-        assert await asyncio.to_thread(llm_stub.blocked.wait, 90)
-        first.kill()
-        llm_stub.release.set()
-        await asyncio.to_thread(second.start)
-        result = await asyncio.wait_for(handle.result(), 120)
-    finally:
-        first.kill()
-        second.stop()
+    result, _events = await crash_mid_call_and_resume(
+        temporal_server.address, temporal_client, task_queue, spec, llm_stub, tmp_path
+    )
     assert result.output == "memo done"
     assert len(llm_stub.requests_for("researcher")) == 1  # the first delegation: not redone
     assert len(llm_stub.requests_for("boss")) == 3  # no manager decision redone either
