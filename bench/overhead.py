@@ -23,7 +23,6 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import timedelta
 from pathlib import Path
 
 os.environ.setdefault("CREWAI_DISABLE_TELEMETRY", "true")
@@ -31,31 +30,12 @@ os.environ.setdefault("OTEL_SDK_DISABLED", "true")
 os.environ.setdefault("CREWAI_TRACING_ENABLED", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from temporalio import activity, workflow  # noqa: E402
 from temporalio.worker import Worker  # noqa: E402
 
+from bench.bare_workflow import BareWorkflow, noop  # noqa: E402
 from kasal.client import EmbeddedTemporal, connect, free_port, start_execution  # noqa: E402
 from kasal.settings import Settings  # noqa: E402
 from kasal.spec import CrewSpec  # noqa: E402
-
-
-@activity.defn(name="bench_noop")
-async def noop(index: int) -> int:
-    """Does nothing: the cost of one activity round trip."""
-    return index
-
-
-@workflow.defn(name="BenchBare")
-class BareWorkflow:
-    """N sequential no-op activities."""
-
-    @workflow.run
-    async def run(self, count: int) -> int:
-        for index in range(count):
-            await workflow.execute_activity(
-                "bench_noop", index, start_to_close_timeout=timedelta(seconds=30)
-            )
-        return count
 
 
 def crew_spec(tasks: int) -> CrewSpec:
