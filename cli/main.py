@@ -287,7 +287,8 @@ def _setup_logging() -> None:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    logging.getLogger("temporalio").setLevel(logging.WARNING)
+    for noisy in ("temporalio", "alembic", "httpx", "crewai_core"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 if __name__ == "__main__":
