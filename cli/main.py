@@ -132,17 +132,21 @@ def run(
 
 async def _run(spec: CrewSpec, inputs: dict[str, Any], as_json: bool, detach: bool) -> int:
     from kasal.client import Runtime
-    from kasal.llm import offline_default_reason
+    from kasal.llm import with_offline_fallback
 
     settings = get_settings()
     show = err if as_json else out
+    if settings.embedded:
+        spec, notes = with_offline_fallback(spec)
+        if notes:
+            show.print(
+                "[yellow]no provider key configured: using the offline model (deterministic, "
+                "no network) for[/]\n  " + "\n  ".join(notes),
+                highlight=False,
+            )
     offline = [a.name for a in spec.agents if a.llm.provider == "offline"]
-    if offline and (reason := offline_default_reason()):
-        show.print(
-            f"[dim]using the offline model for {', '.join(offline)}: {reason}. "
-            "Set a provider key and an agent `model:` (e.g. openai/gpt-4o) to use a real "
-            "LLM.[/]"
-        )
+    if offline:
+        show.print(f"[dim]offline model: {', '.join(offline)}[/]", highlight=False)
     async with Runtime(settings, in_process_worker=settings.embedded and not detach) as rt:
         if rt.server is not None and rt.server.ui_url:
             show.print(f"[dim]Temporal Web UI: {rt.server.ui_url}[/]")

@@ -37,7 +37,7 @@ from kasal.exceptions import (
     ProviderUnavailableError,
     UnknownModelError,
 )
-from kasal.spec import LLMSpec
+from kasal.spec import CrewSpec, LLMSpec
 
 PROVIDERS = ("openai", "databricks", "ollama", "compatible", "offline")
 
@@ -436,6 +436,48 @@ def _default_key_env(provider: str) -> str:
 
 def _key(spec: LLMSpec, env: str, default: str | None = None) -> str | None:
     return os.getenv(spec.api_key_env or env) or default
+
+
+def missing_provider_key(spec: LLMSpec) -> str | None:
+    """The environment variable a model needs but does not have, or None."""
+    provider = spec.provider
+    if provider == "compatible":
+        return None if spec.base_url or os.getenv("KASAL_LLM_BASE_URL") else "KASAL_LLM_BASE_URL"
+    if provider == "databricks" and not (spec.base_url or os.getenv("DATABRICKS_HOST")):
+        return "DATABRICKS_HOST"
+    if provider not in ("openai", "databricks"):
+        return None  # offline and ollama need no key; unknown providers fail on their own
+    env = spec.api_key_env or _default_key_env(provider)
+    return None if os.getenv(env) else env
+
+
+def with_offline_fallback(spec: CrewSpec) -> tuple[CrewSpec, list[str]]:
+    """The embedded default's promise: a crew runs on a fresh machine.
+
+    Every agent (and manager) whose provider key is missing gets the offline model of the
+    same name instead; the notes say which and why. Only the CLI's embedded default does
+    this: a configured worker fails with a clear provider error rather than pretend.
+    """
+    notes: list[str] = []
+
+    def fallback(owner: str, llm: LLMSpec) -> LLMSpec:
+        missing = missing_provider_key(llm)
+        if missing is None:
+            return llm
+        offline = f"offline/{llm.model.split('/', 1)[1]}"
+        notes.append(f"{owner}: {llm.model} -> {offline} ({missing} is not set)")
+        return llm.model_copy(update={"model": offline})
+
+    agents = [a.model_copy(update={"llm": fallback(a.name, a.llm)}) for a in spec.agents]
+    update: dict[str, Any] = {"agents": agents}
+    if spec.manager_llm is not None:
+        update["manager_llm"] = fallback("manager", spec.manager_llm)
+    if spec.manager_agent is not None:
+        manager = spec.manager_agent
+        update["manager_agent"] = manager.model_copy(
+            update={"llm": fallback(manager.name, manager.llm)}
+        )
+    return spec.model_copy(update=update), notes
 
 
 def offline_default_reason() -> str | None:

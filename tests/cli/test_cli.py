@@ -15,7 +15,10 @@ EXAMPLE = ROOT / "examples" / "research_crew.yaml"
 
 
 def kasal(*args: str, env: dict[str, str] | None = None, timeout: float = 180):
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("KASAL_")}
+    provider_keys = ("OPENAI_API_KEY", "DATABRICKS_TOKEN", "DATABRICKS_HOST")
+    environment = {
+        k: v for k, v in os.environ.items() if not k.startswith("KASAL_") and k not in provider_keys
+    }
     environment.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", "cli.main", *args],
@@ -50,7 +53,8 @@ def test_run_example_on_the_embedded_default(tmp_path):
         "brief",
     ]
     assert "tea" in result["output"]
-    assert "using the offline model" in done.stderr  # and it says so
+    assert "using the offline model" in done.stderr  # and it says so, and why
+    assert "openai/gpt-4o-mini -> offline/gpt-4o-mini (OPENAI_API_KEY is not set)" in done.stderr
     assert "calculator" in done.stderr  # live progress showed the tool step
     assert (tmp_path / "data" / "temporal.db").is_file()  # history persisted in SQLite
 

@@ -127,3 +127,27 @@ def test_tools_resolve_by_name_and_stay_safe(tmp_path, monkeypatch):
     assert "outside" in reader.run(file_path="../../etc/passwd")
     with pytest.raises(UnknownToolError, match="no_such"):
         resolve_tools(["no_such"])
+
+
+def test_embedded_fallback_replaces_only_models_without_keys(monkeypatch):
+    from kasal.llm import with_offline_fallback
+    from tests.helpers import crew
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.setenv("DATABRICKS_HOST", "adb-1.net")
+    monkeypatch.setenv("DATABRICKS_TOKEN", "dapi")
+    spec = crew(
+        [{"name": "t", "description": "d"}],
+        agents=[
+            {"name": "a", "role": "A", "goal": "g", "model": "openai/gpt-4o"},
+            {"name": "b", "role": "B", "goal": "g", "model": "databricks/endpoint"},
+            {"name": "c", "role": "C", "goal": "g", "model": "offline/x"},
+        ],
+    )
+    fallen, notes = with_offline_fallback(spec)
+    assert [a.llm.model for a in fallen.agents] == [
+        "offline/gpt-4o",
+        "databricks/endpoint",
+        "offline/x",
+    ]
+    assert notes == ["a: openai/gpt-4o -> offline/gpt-4o (OPENAI_API_KEY is not set)"]
