@@ -318,3 +318,27 @@ async def test_cancel_with_default_heartbeat_stops_before_the_next_task(
     assert len(llm_stub.requests_for("paced", None)) == 1
     status = await handle.status()
     assert [t.state for t in status.tasks] == [TaskState.CANCELLED] * 3
+
+
+async def test_search_attributes_and_memo_let_the_web_ui_filter(
+    temporal_client, task_queue, worker
+):
+    name = f"sa-crew-{time.time_ns()}"
+    spec = crew([{"name": "t", "description": "Once"}], name=name)
+    handle = await start_execution(
+        temporal_client, spec, task_queue=task_queue, crew_id="crew-42", owner="user-7"
+    )
+    await handle.result()
+    query = (
+        f'KasalCrewName = "{name}" AND KasalStatus = "completed" '
+        'AND KasalCrewId = "crew-42" AND KasalOwner = "user-7"'
+    )
+    found = []
+    for _ in range(50):  # visibility is eventually consistent
+        found = [w async for w in temporal_client.list_workflows(query)]
+        if found:
+            break
+        await asyncio.sleep(0.1)
+    assert [w.id for w in found] == [handle.workflow_id]
+    memo = await found[0].memo()
+    assert memo["crew_name"] == name and memo["status"] == "completed"
