@@ -25,6 +25,7 @@ from pathlib import Path
 os.environ.setdefault("CREWAI_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("OTEL_SDK_DISABLED", "true")
 os.environ.setdefault("CREWAI_TRACING_ENABLED", "false")
+os.environ.setdefault("KASAL_LLM_BASE_URLS", '["http://127.0.0.1:"]')  # the local stub
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kasal.client import EmbeddedTemporal, connect, free_port, start_execution  # noqa: E402

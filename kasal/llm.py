@@ -37,6 +37,7 @@ from kasal.exceptions import (
     ProviderUnavailableError,
     UnknownModelError,
 )
+from kasal.settings import get_settings
 from kasal.spec import CrewSpec, LLMSpec
 
 PROVIDERS = ("openai", "databricks", "ollama", "compatible", "offline")
@@ -373,6 +374,12 @@ def build_llm(spec: LLMSpec) -> BaseLLM:
     provider, name = spec.model.split("/", 1)
     if provider == "offline":
         return OfflineLLM(model=spec.model, options=dict(spec.options))
+    if spec.base_url and not get_settings().allows_base_url(spec.base_url):
+        raise UnknownModelError(
+            f"base_url {spec.base_url!r} is not allowed on this worker: an operator lists the "
+            "endpoints specs may use in KASAL_LLM_BASE_URLS",
+            field="llm.base_url",
+        )
     if provider == "openai":
         base_url = spec.base_url or os.getenv("OPENAI_BASE_URL")
         key = _key(spec, "OPENAI_API_KEY")

@@ -31,8 +31,12 @@ class Settings(BaseSettings):
     max_concurrent_workflow_tasks: int = 50
     #: Modules to import on worker start so their tools register by name.
     tool_modules: list[str] = Field(default_factory=list)
-    #: Directory the built-in ``file_read`` tool may read from.
-    files_dir: Path = Path(".")
+    #: Directory the built-in ``file_read`` tool may read from (default: <data_dir>/files;
+    #: the data directory itself, with its databases, is never readable).
+    files_dir: Path | None = None
+    #: Base URLs (prefixes) a crew spec may point an LLM at. Empty: specs cannot choose one,
+    #: only the operator can (OPENAI_BASE_URL, KASAL_LLM_BASE_URL, DATABRICKS_HOST).
+    llm_base_urls: list[str] = Field(default_factory=list)
     #: Set true to let CrewAI send its telemetry (off by default).
     telemetry: bool = False
 
@@ -47,6 +51,14 @@ class Settings(BaseSettings):
     max_body_bytes: int = 1_000_000
     login_rate_limit: str = "10/minute"
     execution_rate_limit: str = "60/minute"
+
+    def readable_files_dir(self) -> Path:
+        """Where ``file_read`` reads: ``files_dir`` or ``<data_dir>/files``."""
+        return (self.files_dir or self.data_dir / "files").resolve()
+
+    def allows_base_url(self, url: str) -> bool:
+        """True if a spec may send requests (and a key) to ``url``."""
+        return any(url.startswith(prefix) for prefix in self.llm_base_urls)
 
     @property
     def embedded(self) -> bool:

@@ -73,8 +73,16 @@ class LLMSpec(_Strict):
     model: str = DEFAULT_MODEL
     temperature: float | None = Field(default=None, ge=0, le=2)
     max_tokens: int | None = Field(default=None, gt=0)
-    base_url: str | None = None
-    api_key_env: str | None = Field(default=None, pattern=r"^[A-Z_][A-Z0-9_]*$")
+    #: Only honoured if the worker allows it (KASAL_LLM_BASE_URLS): a spec comes from users,
+    #: and a worker must never send its keys to a host a user picked.
+    base_url: str | None = Field(default=None, max_length=500)
+    #: A key variable a spec may name: KASAL_LLM_KEY_* or a provider's own. Never any other
+    #: variable of the worker's environment (it could be a database URL).
+    api_key_env: str | None = Field(
+        default=None,
+        pattern=r"^(KASAL_LLM_KEY_[A-Z0-9_]+|OPENAI_API_KEY|DATABRICKS_TOKEN|OLLAMA_API_KEY"
+        r"|KASAL_LLM_API_KEY)$",
+    )
     timeout: Seconds = 120.0
     options: dict[str, Any] = Field(default_factory=dict)
 

@@ -130,9 +130,14 @@ class FileReadTool(BaseTool):
     max_bytes: int = 200_000
 
     def _run(self, file_path: str) -> str:
-        root = get_settings().files_dir.resolve()
+        settings = get_settings()
+        root = settings.readable_files_dir()
         target = (root / file_path).resolve()
-        if root != target and root not in target.parents:
+        data_dir = settings.data_dir.resolve()
+        outside = root != target and root not in target.parents
+        in_data_dir = target == data_dir or data_dir in target.parents
+        # The data dir holds the databases; only a files dir inside it may be read there.
+        if outside or (in_data_dir and data_dir not in root.parents):
             return f"Error: {file_path} is outside the readable directory"
         if not target.is_file():
             return f"Error: no such file: {file_path}"
@@ -156,18 +161,41 @@ _OPS: dict[type, Callable[..., Any]] = {
 }
 
 
-def _evaluate(node: ast.AST) -> Any:
+#: Bounds that keep one expression from holding the GIL (and the worker) for seconds.
+MAX_BITS = 4096
+MAX_DEPTH = 50
+
+
+def _evaluate(node: ast.AST, depth: int = 0) -> Any:
+    if depth > MAX_DEPTH:
+        raise ValueError("expression too deeply nested")
     if isinstance(node, ast.Expression):
-        return _evaluate(node.body)
+        return _evaluate(node.body, depth + 1)
     if isinstance(node, ast.Constant) and isinstance(node.value, int | float):
-        return node.value
+        return _bounded(node.value)
     if isinstance(node, ast.BinOp) and type(node.op) in _OPS:
-        if isinstance(node.op, ast.Pow) and abs(_evaluate(node.right)) > 100:
-            raise ValueError("exponent too large")
-        return _OPS[type(node.op)](_evaluate(node.left), _evaluate(node.right))
+        left, right = _evaluate(node.left, depth + 1), _evaluate(node.right, depth + 1)
+        if isinstance(node.op, ast.Pow):
+            size = abs(left).bit_length() if isinstance(left, int) else 64
+            if abs(right) > MAX_BITS or size * abs(right) > MAX_BITS:
+                raise ValueError("number too large")
+        ints = isinstance(left, int) and isinstance(right, int)
+        if (
+            isinstance(node.op, ast.Mult)
+            and ints
+            and left.bit_length() + right.bit_length() > MAX_BITS
+        ):
+            raise ValueError("number too large")
+        return _bounded(_OPS[type(node.op)](left, right))
     if isinstance(node, ast.UnaryOp) and type(node.op) in _OPS:
-        return _OPS[type(node.op)](_evaluate(node.operand))
+        return _OPS[type(node.op)](_evaluate(node.operand, depth + 1))
     raise ValueError("only numbers and + - * / // % ** are allowed")
+
+
+def _bounded(value: Any) -> Any:
+    if isinstance(value, int) and value.bit_length() > MAX_BITS:
+        raise ValueError("number too large")
+    return value
 
 
 @register_tool("calculator")
@@ -181,5 +209,5 @@ class CalculatorTool(BaseTool):
     def _run(self, expression: str) -> str:
         try:
             return str(_evaluate(ast.parse(expression, mode="eval")))
-        except (SyntaxError, ValueError, ZeroDivisionError) as exc:
+        except (SyntaxError, ValueError, ZeroDivisionError, OverflowError) as exc:
             return f"Error: {exc}"

@@ -8,6 +8,9 @@ import os
 os.environ.setdefault("CREWAI_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("OTEL_SDK_DISABLED", "true")
 os.environ.setdefault("CREWAI_TRACING_ENABLED", "false")
+# The local LLM stub servers run on 127.0.0.1: let specs point at them (workers refuse
+# spec-chosen endpoints that the operator did not list).
+os.environ.setdefault("KASAL_LLM_BASE_URLS", '["http://127.0.0.1:"]')
 
 import pytest  # noqa: E402
 

@@ -121,10 +121,22 @@ def test_tools_resolve_by_name_and_stay_safe(tmp_path, monkeypatch):
     assert calculator.run(expression="9 ** 999999").startswith("Error")
     from kasal.settings import get_settings
 
-    monkeypatch.setattr(get_settings(), "files_dir", tmp_path)
-    (tmp_path / "notes.txt").write_text("hello")
+    settings = get_settings()
+    monkeypatch.setattr(settings, "data_dir", tmp_path / ".kasal")
+    monkeypatch.setattr(settings, "files_dir", None)  # default: <data_dir>/files
+    (tmp_path / ".kasal" / "files").mkdir(parents=True)
+    (tmp_path / ".kasal" / "files" / "notes.txt").write_text("hello")
+    (tmp_path / ".kasal" / "kasal.db").write_text("secrets")
     assert reader.run(file_path="notes.txt") == "hello"
     assert "outside" in reader.run(file_path="../../etc/passwd")
+    assert "outside" in reader.run(file_path="../kasal.db")
+    # Even a files_dir that contains the data dir does not expose the databases.
+    monkeypatch.setattr(settings, "files_dir", tmp_path)
+    assert "outside" in reader.run(file_path=".kasal/kasal.db")
+    # Arithmetic that would hold the GIL for minutes is refused at once.
+    assert calculator.run(expression="(((10**100)**100)**100)**100").startswith("Error")
+    assert calculator.run(expression="9**9**9").startswith("Error")
+    assert calculator.run(expression="2.0**100000").startswith("Error")
     with pytest.raises(UnknownToolError, match="no_such"):
         resolve_tools(["no_such"])
 
@@ -151,3 +163,21 @@ def test_embedded_fallback_replaces_only_models_without_keys(monkeypatch):
         "offline/x",
     ]
     assert notes == ["a: openai/gpt-4o -> offline/gpt-4o (OPENAI_API_KEY is not set)"]
+
+
+def test_specs_cannot_send_keys_to_hosts_they_choose(monkeypatch):
+    from kasal.exceptions import InvalidSpecError
+    from kasal.settings import get_settings
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-secret")
+    monkeypatch.setattr(get_settings(), "llm_base_urls", [])
+    with pytest.raises(UnknownModelError, match="KASAL_LLM_BASE_URLS"):
+        build_llm(LLMSpec(model="openai/gpt-4o", base_url="https://attacker.example/v1"))
+    monkeypatch.setattr(get_settings(), "llm_base_urls", ["https://llm.internal/"])
+    allowed = build_llm(LLMSpec(model="compatible/m", base_url="https://llm.internal/v1"))
+    assert str(allowed.base_url).startswith("https://llm.internal/v1")
+    # A spec may not name arbitrary variables of the worker's environment as its key.
+    with pytest.raises(ValueError, match="api_key_env"):
+        LLMSpec(model="openai/gpt-4o", api_key_env="KASAL_DATABASE_URL")
+    assert LLMSpec(model="compatible/m", api_key_env="KASAL_LLM_KEY_TEAM").api_key_env
+    assert issubclass(UnknownModelError, InvalidSpecError)  # never retried

@@ -146,10 +146,10 @@ async def test_non_retryable_errors_fail_fast(
 async def test_provider_auth_failure_over_http_is_not_retried(
     temporal_client, task_queue, worker, llm_stub, monkeypatch
 ):
-    monkeypatch.setenv("STUB_BAD_KEY", "bad-key")
+    monkeypatch.setenv("KASAL_LLM_KEY_STUB", "bad-key")
     spec = crew(
         [{"name": "t", "description": "Do it", "retry": {"maximum_attempts": 5}}],
-        agents=[stub_agent("locked", llm_stub.base_url, api_key_env="STUB_BAD_KEY")],
+        agents=[stub_agent("locked", llm_stub.base_url, api_key_env="KASAL_LLM_KEY_STUB")],
     )
     handle = await start(temporal_client, task_queue, spec)
     with pytest.raises(ExecutionFailedError, match="credentials"):
