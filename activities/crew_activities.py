@@ -275,9 +275,14 @@ def as_application_error(exc: BaseException) -> ApplicationError:
             retryable = isinstance(cause, ProviderError) and cause.retryable
             if isinstance(cause, InvalidSpecError):
                 retryable = False
-            details = {"retry_after": getattr(cause, "retry_after", None)}
+            retry_after = getattr(cause, "retry_after", None)
             return ApplicationError(
-                str(cause), details, type=cause.code, non_retryable=not retryable
+                str(cause),
+                {"retry_after": retry_after},
+                type=cause.code,
+                non_retryable=not retryable,
+                # A provider that says when to come back is obeyed over the backoff.
+                next_retry_delay=timedelta(seconds=retry_after) if retry_after else None,
             )
         cause = cause.__cause__ or cause.__context__
     return ApplicationError(f"{type(exc).__name__}: {exc}", type=type(exc).__name__)
@@ -455,6 +460,8 @@ class CrewActivities:
                 # Stop CrewAI at its next LLM call or tool use, then report the cancellation.
                 cancelled.set()
                 await asyncio.wait({future}, timeout=CANCEL_GRACE)
+                # The thread ends with TaskCancelled (now or after its HTTP call): expected.
+                future.add_done_callback(lambda f: f.cancelled() or f.exception())
                 raise
             except TaskCancelled as exc:
                 raise asyncio.CancelledError() from exc
@@ -495,7 +502,12 @@ class CrewActivities:
         )
         try:
             await send(
-                ActivityEventsInput(task=publisher._task, attempt=info.attempt, events=[event])
+                ActivityEventsInput(
+                    task=publisher._task,
+                    attempt=info.attempt,
+                    events=[event],
+                    journal_key=info.activity_id,
+                )
             )
         except Exception as exc:
             log.warning("could not report the retry: %s", exc)

@@ -303,7 +303,7 @@ async def start_execution(
         id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         search_attributes=TypedSearchAttributes(pairs) if pairs else None,
-        memo={"crew_name": spec.name, "crew_id": crew_id, "status": "pending"},
+        memo={"crew_name": spec.name, "crew_id": crew_id, "owner": owner, "status": "pending"},
         static_summary=f"crew {spec.name}",
     )
     return ExecutionHandle(client, execution_id, handle)

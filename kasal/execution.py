@@ -131,8 +131,8 @@ class CrewResumeState(BaseModel):
 
     outputs: dict[str, TaskOutput] = Field(default_factory=dict)
     status: ExecutionStatus
-    events: list[Event] = Field(default_factory=list)
     runs: dict[str, int] = Field(default_factory=dict)
+    #: The event stream, every event included (the trace query reads them back from it).
     stream: WorkflowStreamState | None = None
     #: How many runs came before this one.
     generation: int = 0

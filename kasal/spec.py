@@ -143,8 +143,8 @@ class AgentSpec(_Strict):
 class TaskSpec(_Strict):
     """A task: what to do, which agent does it, what it sees, how it is retried and bounded.
 
-    ``context`` names the tasks whose outputs this task sees; when it is not given the task
-    sees the output of the task before it (CrewAI's sequential semantics).
+    ``context`` names the tasks whose outputs this task sees; when it is not given, CrewAI's
+    rules apply (see :meth:`CrewSpec.context_for`).
     """
 
     name: str
@@ -229,11 +229,19 @@ class CrewSpec(_Strict):
         return task.timeout or self.timeout
 
     def context_for(self, index: int) -> list[str]:
-        """Names of the tasks whose outputs task ``index`` sees."""
+        """Names of the tasks whose outputs task ``index`` sees, as CrewAI decides it.
+
+        An explicit ``context`` wins. Otherwise a synchronous task sees every task before it
+        (CrewAI aggregates all earlier outputs), and an ``async_execution`` task sees the
+        last synchronous task before it, so a batch of async tasks runs in parallel.
+        """
         task = self.tasks[index]
         if task.context is not None:
             return list(task.context)
-        return [self.tasks[index - 1].name] if index > 0 else []
+        earlier = self.tasks[:index]
+        if task.async_execution:
+            return [t.name for t in earlier if not t.async_execution][-1:]
+        return [t.name for t in earlier]
 
     def placeholders(self) -> set[str]:
         """Every ``{name}`` placeholder used by task descriptions and expected outputs."""

@@ -10,10 +10,12 @@ update when a task asks for it.
 from __future__ import annotations
 
 import asyncio
+import base64
 from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
+from temporalio.api.common.v1 import Payload
 from temporalio.common import RetryPolicy, SearchAttributeKey
 from temporalio.contrib.workflow_streams import WorkflowStream
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
@@ -97,6 +99,8 @@ class CrewWorkflow:
         self._waiting: dict[str, FeedbackInput | None] = {}
         self._runs: dict[str, int] = {}
         self._owner = data.owner
+        #: Activity ids running now: their signals count, a late one's do not.
+        self._inflight: set[str] = set()
         self._status = ExecutionStatus(
             execution_id=data.execution_id,
             crew_name=data.spec.name,
@@ -108,7 +112,9 @@ class CrewWorkflow:
         self._generation = 0
         if resume is not None:
             self._status = resume.status
-            self._events = list(resume.events)
+            # The stream state already carries every event: read them back rather than
+            # carrying them twice (the next run's input must stay under 2 MB).
+            self._events = [_event_from_wire(i.data) for i in (resume.stream.log or [])]
             self._seen = {e.event_id for e in self._events}
             self._outputs = dict(resume.outputs)
             self._runs = dict(resume.runs)
@@ -159,6 +165,7 @@ class CrewWorkflow:
             await self._gather(pending)
         except TaskFailed as exc:
             self._fail_task(exc)
+            self._cancel_unfinished()
             self._status.error = f"task {exc.task!r} failed: {exc.message}"
             self._emit(
                 EventType.EXECUTION_FAILED,
@@ -170,11 +177,7 @@ class CrewWorkflow:
                 self._status.error, type=exc.error_type or "task_failed", non_retryable=True
             ) from None
         except (asyncio.CancelledError, CancelledError):
-            for task_status in self._status.tasks:
-                if task_status.state not in (TaskState.COMPLETED, TaskState.FAILED):
-                    if task_status.state != TaskState.PENDING:
-                        task_status.ended_at = workflow.now()
-                    task_status.state = TaskState.CANCELLED
+            self._cancel_unfinished()
             self._emit(EventType.EXECUTION_CANCELLED, data={})
             await self._finish(ExecutionState.CANCELLED)
             raise
@@ -196,11 +199,21 @@ class CrewWorkflow:
         await self._finish(ExecutionState.COMPLETED, result)
         return result
 
+    def _cancel_unfinished(self) -> None:
+        """Every task that did not finish is cancelled (the execution is over)."""
+        for task_status in self._status.tasks:
+            if task_status.state not in (TaskState.COMPLETED, TaskState.FAILED):
+                if task_status.state != TaskState.PENDING:
+                    task_status.ended_at = workflow.now()
+                task_status.state = TaskState.CANCELLED
+
     def _should_continue_as_new(self, data: CrewWorkflowInput, done_this_run: int) -> bool:
         """Between tasks (nothing running): is it time to start a fresh history?"""
         if data.tasks_per_run is not None and done_this_run >= data.tasks_per_run:
             return True
-        return workflow.info().is_continue_as_new_suggested()
+        info = workflow.info()
+        # Temporal suggests it near its limits; a history of 8 MB is already slow to replay.
+        return info.is_continue_as_new_suggested() or info.get_current_history_size() > 8 << 20
 
     async def _continue_as_new(self, data: CrewWorkflowInput) -> None:
         """Carry outputs, status and the event stream into a new run (same workflow id)."""
@@ -213,7 +226,6 @@ class CrewWorkflow:
             resume = CrewResumeState(
                 outputs=self._outputs,
                 status=self._status,
-                events=self._events,
                 runs=self._runs,
                 stream=stream_state,
                 generation=self._generation,
@@ -228,8 +240,11 @@ class CrewWorkflow:
         try:
             await asyncio.gather(*pending)
         except BaseException:
+            # Stop the siblings and wait until they have stopped: none may keep running
+            # (or keep reporting) after the execution has ended.
             for step in pending:
                 step.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
             raise
 
     async def _run_task(
@@ -454,6 +469,7 @@ class CrewWorkflow:
         """One activity for ``task``, with its retry policy and timeouts; failures end it."""
         retry = spec.retry_for(task)
         timeout = spec.timeout_for(task)
+        self._inflight.add(activity_id)
         try:
             return await workflow.execute_activity(
                 activity_name,
@@ -477,6 +493,7 @@ class CrewWorkflow:
             message, error_type = _describe_failure(exc)
             raise TaskFailed(task.name, message, error_type) from None
         finally:
+            self._inflight.discard(activity_id)
             self._journal.pop(activity_id, None)
             # An activity that finished before it heard of a cancellation swallows it: the
             # request is still there, so honour it before starting anything else.
@@ -513,13 +530,15 @@ class CrewWorkflow:
                 timeout=task.human_input_timeout,
             )
         except TimeoutError:
-            if task.human_input_timeout_outcome == "approve":
-                return FeedbackInput(task=task.name, approve=True)
-            raise TaskFailed(
-                task.name,
-                f"no human feedback within {task.human_input_timeout:g}s",
-                "human_input_timeout",
-            ) from None
+            # An answer that landed in the same activation as the timer wins over it.
+            if self._waiting.get(task.name) is None:
+                if task.human_input_timeout_outcome == "fail":
+                    raise TaskFailed(
+                        task.name,
+                        f"no human feedback within {task.human_input_timeout:g}s",
+                        "human_input_timeout",
+                    ) from None
+                self._waiting[task.name] = FeedbackInput(task=task.name, approve=True)
         finally:
             verdict = self._waiting.pop(task.name, None)
             if not self._waiting:
@@ -540,28 +559,35 @@ class CrewWorkflow:
     async def _record(self, result: CrewWorkflowResult | None) -> None:
         """Persist the finished execution and its trace, so they outlive Temporal's retention.
 
-        Best effort: a database outage must not turn a finished crew into a failed one.
+        Retried for up to an hour (a database outage must not lose the record), yet never
+        turns a finished crew into a failed one. A cancel that arrives now (the crew has
+        already ended) does not stop the record either: it is issued again.
         """
         info = workflow.info()
-        try:
-            await workflow.execute_activity(
-                RECORD_EXECUTION,
-                RecordExecutionInput(
-                    workflow_id=info.workflow_id,
-                    status=self._status,
-                    result=result,
-                    spec_name=self._status.crew_name,
-                    crew_id=self._status.crew_id,
-                    owner=self._owner,
-                ),
-                start_to_close_timeout=timedelta(seconds=60),
-                retry_policy=RetryPolicy(
-                    maximum_attempts=5, maximum_interval=timedelta(seconds=10)
-                ),
-                summary="record execution",
-            )
-        except ActivityError as exc:
-            workflow.logger.warning("could not record execution: %s", exc)
+        record = RecordExecutionInput(
+            workflow_id=info.workflow_id,
+            status=self._status,
+            result=result,
+            spec_name=self._status.crew_name,
+            crew_id=self._status.crew_id,
+            owner=self._owner,
+        )
+        for _ in range(2):
+            try:
+                await workflow.execute_activity(
+                    RECORD_EXECUTION,
+                    record,
+                    start_to_close_timeout=timedelta(seconds=60),
+                    schedule_to_close_timeout=timedelta(hours=1),
+                    retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=30)),
+                    summary="record execution",
+                )
+                return
+            except (asyncio.CancelledError, CancelledError):
+                continue
+            except ActivityError as exc:
+                workflow.logger.warning("could not record execution: %s", exc)
+                return
 
     # -- state ------------------------------------------------------------------------------
 
@@ -603,8 +629,13 @@ class CrewWorkflow:
     @workflow.signal(name=EVENTS_SIGNAL)
     def on_activity_events(self, batch: ActivityEventsInput) -> None:
         """Events and journal entries an activity sends while its task runs."""
+        key = batch.journal_key or batch.task
+        if key not in self._inflight or self._status.state.finished:
+            # From an attempt the workflow no longer waits for (it ended, failed or was
+            # cancelled): its events would land after the task's end, its journal nowhere.
+            return
         status = next((t for t in self._status.tasks if t.name == batch.task), None)
-        journal = self._journal.setdefault(batch.journal_key or batch.task, [])
+        journal = self._journal.setdefault(key, [])
         for entry in batch.journal:
             del journal[entry.seq :]
             journal.append(entry)
@@ -666,6 +697,13 @@ class CrewWorkflow:
             )
         if not data.approve and not (data.feedback or "").strip():
             raise ValueError("give feedback, or approve")
+
+
+def _event_from_wire(wire: str) -> Event:
+    """An event from the stream state's wire form: base64 of a serialized ``Payload``."""
+    payload = Payload()
+    payload.ParseFromString(base64.b64decode(wire))
+    return workflow.payload_converter().from_payload(payload, Event)
 
 
 def _slim(spec: CrewSpec, task: TaskSpec, agents: list[str]) -> CrewSpec:

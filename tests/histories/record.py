@@ -1,18 +1,20 @@
 """Record workflow histories for the replay tests: ``python -m tests.histories.record``.
 
-Re-record only when a change is deliberately incompatible *and* guarded by
-``workflow.patched`` (see README, "Changing workflow code"); the old files must keep
-replaying, so add new files rather than overwrite old ones.
+Existing files are never overwritten: histories recorded with older workflow code must keep
+replaying (see README, "Changing workflow code"). To record a scenario again after a
+deliberate change, rename the old file (``<name>.v<N>.json``) and keep it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import tempfile
 from pathlib import Path
 
 from kasal.client import start_execution
+from kasal.exceptions import KasalError
 from kasal.execution import EventType
 from tests.fixtures.temporal import client_for, running_worker, start_server, unique_queue
 from tests.helpers import FAST_RETRY, crew
@@ -63,6 +65,35 @@ SCENARIOS = {
     "human_input_rerun": crew(
         [{"name": "draft", "description": "Draft", "human_input": True}],
     ),
+    "hierarchical": crew(
+        [{"name": "memo", "description": "A memo"}],
+        agents=[TOOLED, FLAKY],
+        process="hierarchical",
+        manager_llm={
+            "model": "offline/manager",
+            "options": {
+                "script": [
+                    {"delegate": "analyst", "task": "Find facts"},
+                    {"delegate": "flaky", "task": "Check them"},
+                    {"final": "memo"},
+                ]
+            },
+        },
+    ),
+    "failed_non_retryable": crew(
+        [{"name": "t", "description": "Fails", "agent": "flaky"}],
+        agents=[
+            {
+                **FLAKY,
+                "llm": {"model": "offline/f", "options": {"fail_first": 9, "fail_with": "auth"}},
+            }
+        ],
+    ),
+    "cancelled": crew(
+        [{"name": "slow", "description": "Slow"}, {"name": "never", "description": "Never"}],
+        agents=[{**FLAKY, "llm": {"model": "offline/s", "options": {"latency_ms": 30_000}}}],
+        timeout={"start_to_close": 120, "heartbeat": 2},
+    ),
 }
 
 
@@ -75,6 +106,9 @@ async def record(out_dir: Path = HERE) -> list[Path]:
             written = []
             async with running_worker(client, queue):
                 for name, spec in SCENARIOS.items():
+                    path = out_dir / f"{name}.json"
+                    if path.exists():
+                        continue
                     handle = await start_execution(
                         client, spec, task_queue=queue, execution_id=f"history-{name}"
                     )
@@ -87,9 +121,14 @@ async def record(out_dir: Path = HERE) -> list[Path]:
                                     await handle.feedback(approve=False, feedback="Shorter")
                                 else:
                                     await handle.feedback(approve=True)
-                    await handle.result()
+                    if name == "cancelled":
+                        async for event in handle.events():
+                            if event.type == EventType.TASK_STARTED:
+                                await handle.cancel()
+                                break
+                    with contextlib.suppress(KasalError):
+                        await handle.result()
                     history = await client.get_workflow_handle(handle.workflow_id).fetch_history()
-                    path = out_dir / f"{name}.json"
                     path.write_text(history.to_json())
                     written.append(path)
             return written

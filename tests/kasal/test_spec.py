@@ -38,6 +38,21 @@ def test_yaml_round_trip_and_defaults():
     assert spec.retry_for(spec.tasks[1]).maximum_attempts == 3
     assert spec.timeout_for(spec.tasks[1]).heartbeat == 10
     assert spec.context_for(0) == [] and spec.context_for(1) == ["study"]
+
+
+def test_default_context_follows_crewai():
+    spec = crew(
+        [
+            {"name": "s0", "description": "d"},
+            {"name": "a1", "description": "d", "async_execution": True},
+            {"name": "a2", "description": "d", "async_execution": True},
+            {"name": "s3", "description": "d"},
+            {"name": "s4", "description": "d", "context": ["a2"]},
+        ]
+    )
+    assert spec.context_for(1) == ["s0"] and spec.context_for(2) == ["s0"]  # in parallel
+    assert spec.context_for(3) == ["s0", "a1", "a2"]  # a sync task sees all before it
+    assert spec.context_for(4) == ["a2"]  # explicit context wins
     assert CrewSpec.from_yaml(spec.to_yaml()) == spec
     assert CrewSpec.from_data(json.loads(spec.model_dump_json())) == spec
 

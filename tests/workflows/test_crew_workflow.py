@@ -59,8 +59,8 @@ async def test_async_tasks_run_in_parallel(temporal_client, task_queue, worker):
     spec = crew(
         [
             {"name": "a", "description": "Part A", "async_execution": True},
-            {"name": "b", "description": "Part B", "async_execution": True, "context": []},
-            {"name": "join", "description": "Join", "context": ["a", "b"]},
+            {"name": "b", "description": "Part B", "async_execution": True},  # default context
+            {"name": "join", "description": "Join"},  # sees a and b
         ],
         agents=[slow],
     )

@@ -12,7 +12,13 @@ from tests.helpers import crew
 
 async def test_a_300_task_crew_runs_to_the_end_across_runs(temporal_client, task_queue, worker):
     tasks = 300
-    spec = crew([{"name": f"t{n}", "description": f"Step {n}"} for n in range(tasks)])
+    # Each step sees the one before (by default a task would see all 299 before it).
+    spec = crew(
+        [
+            {"name": f"t{n}", "description": f"Step {n}", "context": [f"t{n - 1}"] if n else []}
+            for n in range(tasks)
+        ]
+    )
     execution_id = f"long-{time.time_ns()}"
     await temporal_client.start_workflow(
         CREW_WORKFLOW,
@@ -40,6 +46,9 @@ async def test_a_300_task_crew_runs_to_the_end_across_runs(temporal_client, task
     first_event = history.events[0].workflow_execution_started_event_attributes
     assert first_event.continued_execution_run_id, "the last run continued an earlier one"
     assert len(history.events) < 2000
+    # The trace query reads events carried across runs (from the stream state).
+    trace = await handle.trace(from_offset=0, limit=5)
+    assert [e.event_id for e in trace] == [e.event_id for e in events[:5]]
 
 
 async def test_two_megabytes_of_outputs_stay_out_of_history(
