@@ -148,6 +148,11 @@ async def _run(spec: CrewSpec, inputs: dict[str, Any], as_json: bool, detach: bo
     if offline:
         show.print(f"[dim]offline model: {', '.join(offline)}[/]", highlight=False)
     async with Runtime(settings, in_process_worker=settings.embedded and not detach) as rt:
+        if detach and rt.server is not None and rt.server.process is not None:
+            raise TemporalUnavailableError(
+                "--detach needs a Temporal that outlives this command: run `kasal dev` "
+                "in another terminal, or set KASAL_TEMPORAL_ADDRESS"
+            )
         if rt.server is not None and rt.server.ui_url:
             show.print(f"[dim]Temporal Web UI: {rt.server.ui_url}[/]")
         handle = await rt.start_execution(spec, inputs)
@@ -229,6 +234,17 @@ def dev(
     host: Annotated[str, typer.Option(help="Interface the API listens on.")] = "127.0.0.1",
 ) -> None:
     """Run everything locally: Temporal dev server (Web UI on), a worker and the API."""
+    settings = get_settings()
+    default_secret = Settings.model_fields["secret_key"].default.get_secret_value()
+    loopback = host in ("127.0.0.1", "localhost", "::1")
+    if api_port and not loopback and settings.secret_key.get_secret_value() == default_secret:
+        raise _fail(
+            InvalidSpecError(
+                f"refusing to serve the API on {host} with the default (public) secret: "
+                "set KASAL_SECRET_KEY",
+                field="host",
+            )
+        )
     _setup_logging()
     try:
         asyncio.run(_dev(api_port, host))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from kasal.db.models import Blob
@@ -30,9 +31,12 @@ class BlobStore:
     async def put(self, text: str) -> str:
         """Store ``text``; returns its id. Storing the same text again is a no-op."""
         blob_id = hashlib.sha256(text.encode()).hexdigest()
-        async with self.sessions() as session, session.begin():
-            if await session.get(Blob, blob_id) is None:
-                session.add(Blob(id=blob_id, size=len(text), data=text))
+        try:
+            async with self.sessions() as session, session.begin():
+                if await session.get(Blob, blob_id) is None:
+                    session.add(Blob(id=blob_id, size=len(text), data=text))
+        except IntegrityError:
+            pass  # written at the same moment by another attempt: same id, same text
         return blob_id
 
     async def get(self, blob_id: str) -> str:

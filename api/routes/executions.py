@@ -39,6 +39,7 @@ from api.schemas import (
     FeedbackOut,
     Page,
 )
+from kasal.blobs import BlobStore, resolve_result
 from kasal.client import ExecutionHandle, new_execution_id, start_execution
 from kasal.constants import workflow_id_for
 from kasal.db.models import Execution
@@ -117,7 +118,9 @@ async def start(
     if idempotency_key is not None:
         existing = await executions.get_by_idempotency_key(user.id, idempotency_key)
         if existing is not None:
-            return _replayed(existing, digest)
+            replayed = _replayed(existing, digest)
+            await _ensure_started(state, existing)
+            return replayed
     client = await state.temporal.get()  # 503 before anything is written if Temporal is down
     execution_id = new_execution_id()
     execution = Execution(
@@ -174,6 +177,26 @@ async def _workflow_exists(client: Client, execution_id: str) -> bool:
         return True
     except Exception:
         return False
+
+
+async def _ensure_started(state: Any, execution: Execution) -> None:
+    """A retried start whose first try died between writing the row and starting the
+    workflow (a crashed API process) starts it now: the key never sticks to a dead row."""
+    if execution.status != ExecutionState.PENDING.value:
+        return
+    client = await state.temporal.get()
+    if await _workflow_exists(client, execution.id):
+        return
+    await start_execution(
+        client,
+        CrewSpec.from_data(execution.spec),
+        execution.inputs,
+        task_queue=state.settings.task_queue,
+        execution_id=execution.id,
+        crew_id=execution.crew_id,
+        owner=execution.owner_id,
+        search_attributes=state.temporal.search_attributes,
+    )
 
 
 def _replayed(existing: Execution, digest: str) -> ExecutionStarted:
@@ -308,7 +331,10 @@ async def get_result(execution_id: IdPath, user: CurrentUser, session: SessionDe
     result = None
     if live.state == ExecutionState.COMPLETED:
         client = await state.temporal.get()
-        result = await asyncio.wait_for(ExecutionHandle(client, execution.id).result(), 30)
+        handle = ExecutionHandle(client, execution.id)
+        result = await asyncio.wait_for(handle.result(resolve=False), 30)
+        # Large outputs are read from this app's database, not the process-wide default.
+        result = await resolve_result(result, BlobStore(state.sessions))
     return _result_out(execution.id, live.state.value, result, live.token_usage, live.error)
 
 
@@ -355,6 +381,10 @@ async def cancel(
     return CancelOut(execution_id=execution.id, status="cancelling", cancel_requested=True)
 
 
+#: Seconds a feedback request waits for the workflow to accept it (a worker must run it).
+FEEDBACK_TIMEOUT = 15
+
+
 @router.post("/{execution_id}/feedback", response_model=FeedbackOut)
 async def feedback(
     execution_id: IdPath,
@@ -369,7 +399,14 @@ async def feedback(
         raise ConflictError(f"execution {execution_id} has finished ({execution.status})")
     handle = ExecutionHandle(client, execution.id)
     try:
-        result = await handle.feedback(approve=body.approve, feedback=body.feedback, task=body.task)
+        result = await asyncio.wait_for(
+            handle.feedback(approve=body.approve, feedback=body.feedback, task=body.task),
+            FEEDBACK_TIMEOUT,
+        )
+    except TimeoutError:
+        raise TemporalUnavailableError(
+            "the execution did not answer in time: is a worker running?"
+        ) from None
     except WorkflowUpdateFailedError as exc:
         reason = getattr(exc.cause, "message", None) or "the execution refused the feedback"
         raise ConflictError(reason) from None

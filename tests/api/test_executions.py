@@ -168,6 +168,40 @@ async def test_another_users_execution_is_not_found(client, alice, bob, worker):
     assert_error(await client.get(f"{EXECUTIONS}/nope", headers=alice), 422, "validation_error")
 
 
+async def test_a_start_that_died_before_its_workflow_is_started_by_the_retry(
+    app, client, alice, worker
+):
+    """The API crashed between writing the row and starting the workflow: a retry with the
+    same Idempotency-Key must not return a pending execution that never runs."""
+    from kasal.db.models import Execution
+    from kasal.db.repositories import ExecutionRepository
+    from kasal.spec import CrewSpec
+
+    body = {"spec": offline_spec("crashed")}
+    first = await start(client, alice, body, "crash-1")
+    execution_id = first["execution_id"]
+    await wait_for_status(client, alice, execution_id, {"completed"})
+    # Make a twin row as the crashed process left it: committed, pending, no workflow.
+    async with app.state.kasal.sessions() as session, session.begin():
+        row = await session.get(Execution, execution_id)
+        orphan = Execution(
+            id="0" * 31 + "1",
+            workflow_id="kasal-exec-" + "0" * 31 + "1",
+            owner_id=row.owner_id,
+            crew_name=row.crew_name,
+            status="pending",
+            spec=CrewSpec.from_data(body["spec"]).model_dump(mode="json"),
+            inputs={},
+            idempotency_key="crash-2",
+            request_hash=row.request_hash,
+        )
+        await ExecutionRepository(session).create(orphan)
+    retried = await start(client, alice, body, "crash-2")
+    assert retried["execution_id"] == orphan.id
+    done = await wait_for_status(client, alice, orphan.id, {"completed"}, timeout=30)
+    assert done["status"] == "completed"
+
+
 async def test_cancel_is_idempotent(client, alice, worker):
     spec = offline_spec(tasks=2, latency_ms=30_000)
     # A short heartbeat so the running task hears of the cancel within about two seconds.
