@@ -160,6 +160,9 @@ class _TaskObserver(LLMObserver):
         if self.cancelled.is_set():
             raise TaskCancelled("task cancelled")
 
+    def check(self) -> None:
+        self.check_cancelled()
+
     def before_call(self, messages: list[dict[str, Any]]) -> str | None:
         self.check_cancelled()
         digest = prompt_hash(messages)

@@ -15,6 +15,8 @@ must see every failure to count and report it.
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextvars
 import hashlib
 import json
 import os
@@ -76,6 +78,10 @@ class LLMObserver:
 
     def after_call(self, record: LLMCallRecord, messages: list[dict[str, Any]]) -> None:
         """Called after each successful call."""
+
+    def check(self) -> None:
+        """Called every few milliseconds while a provider call is in flight; raising here
+        abandons the call (its thread finishes on its own and its answer is dropped)."""
 
 
 class OfflineLLM(BaseLLM):
@@ -255,7 +261,12 @@ class ObservedLLM(BaseLLM):
         token = _crewai_retry._active_llm_rate_limit_retry.set(True)
         try:
             self._inner.stop = list(self.stop)
-            result = self._inner.call(
+            # The provider call runs in a thread of its own so a cancellation need not wait
+            # for a blocking HTTP request: the task stops now, the request is abandoned.
+            call = contextvars.copy_context().run
+            pending = _in_daemon_thread(
+                call,
+                self._inner.call,
                 messages,
                 tools=tools,
                 callbacks=callbacks,
@@ -264,6 +275,12 @@ class ObservedLLM(BaseLLM):
                 from_agent=from_agent,
                 response_model=response_model,
             )
+            while True:
+                try:
+                    result = pending.result(timeout=0.05)
+                    break
+                except concurrent.futures.TimeoutError:
+                    self._observer.check()
         except ProviderError:
             raise
         except Exception as exc:
@@ -288,6 +305,20 @@ class ObservedLLM(BaseLLM):
         return result
 
     call._crewai_rate_limit_wrapped = True  # type: ignore[attr-defined]
+
+
+def _in_daemon_thread(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Run ``fn`` in a daemon thread; its future. An abandoned call never delays exit."""
+    future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+    def run() -> None:
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as exc:  # handed to the waiting thread
+            future.set_exception(exc)
+
+    threading.Thread(target=run, name="kasal-llm-call", daemon=True).start()
+    return future
 
 
 _TOOL_CALLS_MARK = "\x00kasal-tool-calls:"  # noqa: S105

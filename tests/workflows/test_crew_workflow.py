@@ -342,3 +342,27 @@ async def test_search_attributes_and_memo_let_the_web_ui_filter(
     assert [w.id for w in found] == [handle.workflow_id]
     memo = await found[0].memo()
     assert memo["crew_name"] == name and memo["status"] == "completed"
+
+
+async def test_cancel_abandons_an_http_llm_call_in_flight(
+    temporal_client, task_queue, worker, llm_stub
+):
+    """A cancel does not wait for a slow provider: the task stops at once, mid-request."""
+    llm_stub.behaviours["glacial"] = ModelBehaviour(latency=15.0)
+    spec = crew(
+        [{"name": "slow", "description": "Think hard"}, {"name": "next", "description": "Never"}],
+        agents=[{**stub_agent("glacial", llm_stub.base_url), "tools": []}],
+    )
+    handle = await start(temporal_client, task_queue, spec)
+    for _ in range(200):
+        if llm_stub.requests_for("glacial", None):
+            break
+        await asyncio.sleep(0.05)
+    asked = time.monotonic()
+    await handle.cancel()
+    with pytest.raises(ExecutionCancelledError):
+        await handle.result()
+    assert time.monotonic() - asked < 4, "waited for the 15 s provider call"
+    status = await handle.status()
+    assert [t.state for t in status.tasks] == [TaskState.CANCELLED] * 2
+    assert len(llm_stub.requests_for("glacial", None)) == 1
