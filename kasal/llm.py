@@ -229,7 +229,8 @@ class ObservedLLM(BaseLLM):
         return self._inner
 
     def supports_function_calling(self) -> bool:
-        return bool(self._inner.supports_function_calling())
+        # Not declared on BaseLLM, but every provider class has it.
+        return bool(getattr(self._inner, "supports_function_calling", lambda: False)())
 
     def supports_stop_words(self) -> bool:
         return bool(self._inner.supports_stop_words())

@@ -9,5 +9,9 @@ if command -v pg_isready >/dev/null && ! pg_isready -q -h 127.0.0.1 -p 5432; the
         pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start || true
     fi
 fi
+# The repository tests must run on PostgreSQL here, not be skipped.
+export KASAL_TEST_REQUIRE_POSTGRES="${KASAL_TEST_REQUIRE_POSTGRES:-1}"
 .venv/bin/ruff check .
+.venv/bin/ruff format --check .
+.venv/bin/mypy
 exec .venv/bin/pytest "$@"

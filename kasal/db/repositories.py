@@ -207,7 +207,8 @@ class ExecutionRepository:
         """
         execution = await self.session.get(Execution, status.execution_id)
         if execution is None:
-            owner_id = owner if owner and await self.session.get(User, owner) else None
+            known = owner is not None and await self.session.get(User, owner) is not None
+            owner_id = owner if known else None
             execution = Execution(
                 id=status.execution_id,
                 workflow_id=workflow_id,
