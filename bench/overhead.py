@@ -10,7 +10,10 @@ All three run in this process, in the same run, on the offline model (no network
 - ``temporal``: a bare workflow running N no-op activities in sequence (the floor any
   Temporal-based design pays on this machine).
 
-Prints the median wall time per task of each and the ratios.
+Prints the median wall time per task of each and the ratios, and for the two Temporal runs
+the median WorkflowTaskScheduled -> WorkflowTaskStarted gap from their histories (the
+server's dispatch time: ~35 ms when the dev server's transfer queue is rate-limited, ~3 ms
+when not; see ``EmbeddedTemporal.command``).
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ os.environ.setdefault("OTEL_SDK_DISABLED", "true")
 os.environ.setdefault("CREWAI_TRACING_ENABLED", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from temporalio.api.enums.v1 import EventType  # noqa: E402
+from temporalio.client import WorkflowHandle  # noqa: E402
 from temporalio.worker import Worker  # noqa: E402
 
 from bench.bare_workflow import BareWorkflow, noop  # noqa: E402
@@ -81,6 +86,20 @@ def plain_crewai(spec: CrewSpec) -> float:
     return time.perf_counter() - started
 
 
+async def dispatch_gaps(handle: WorkflowHandle) -> list[float]:
+    """ms from each WorkflowTaskScheduled to its WorkflowTaskStarted, from the history."""
+    scheduled: dict[int, float] = {}
+    gaps = []
+    async for event in handle.fetch_history_events():
+        at = event.event_time.ToMicroseconds() / 1000
+        if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED:
+            scheduled[event.event_id] = at
+        elif event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED:
+            attrs = event.workflow_task_started_event_attributes
+            gaps.append(at - scheduled[attrs.scheduled_event_id])
+    return gaps
+
+
 async def main(runs: int, tasks: int) -> None:
     from activities.crew_activities import _quiet_crewai
     from workflows.worker import run_worker, workflow_runner
@@ -112,6 +131,7 @@ async def main(runs: int, tasks: int) -> None:
                 workflow_runner=workflow_runner(),
             )
             results: dict[str, list[float]] = {"kasal": [], "crewai": [], "temporal": []}
+            gaps: dict[str, list[float]] = {"kasal": [], "temporal": []}
             async with bare:
                 # Warm-up: first workflow after a server start and first CrewAI build are
                 # not steady state.
@@ -125,12 +145,16 @@ async def main(runs: int, tasks: int) -> None:
                     handle = await start_execution(client, spec, task_queue=queue)
                     await handle.result()
                     results["kasal"].append(time.perf_counter() - started)
+                    wf = client.get_workflow_handle(handle.workflow_id)
+                    gaps["kasal"] += await dispatch_gaps(wf)
 
                     started = time.perf_counter()
-                    await client.execute_workflow(
+                    bare_handle = await client.start_workflow(
                         BareWorkflow.run, tasks, id=f"bare-{uuid.uuid4()}", task_queue=bare_queue
                     )
+                    await bare_handle.result()
                     results["temporal"].append(time.perf_counter() - started)
+                    gaps["temporal"] += await dispatch_gaps(bare_handle)
 
                     results["crewai"].append(await asyncio.to_thread(plain_crewai, spec))
             stop.set()
@@ -140,9 +164,10 @@ async def main(runs: int, tasks: int) -> None:
 
     per_task = {k: statistics.median(v) / tasks * 1000 for k, v in results.items()}
     print(f"{tasks}-task sequential crew, offline model, {runs} runs each (medians)")
-    print(f"{'':<10}{'ms/task':>10}{'crew total ms':>16}")
+    print(f"{'':<10}{'ms/task':>10}{'crew total ms':>16}{'wft sched->start ms':>22}")
     for name in ("crewai", "temporal", "kasal"):
-        print(f"{name:<10}{per_task[name]:>10.1f}{per_task[name] * tasks:>16.0f}")
+        gap = f"{statistics.median(gaps[name]):>22.1f}" if name in gaps else ""
+        print(f"{name:<10}{per_task[name]:>10.1f}{per_task[name] * tasks:>16.0f}{gap}")
     print(f"kasal / crewai   = {per_task['kasal'] / per_task['crewai']:.2f}x")
     print(f"kasal / temporal = {per_task['kasal'] / per_task['temporal']:.2f}x")
     print(
