@@ -372,6 +372,16 @@ class CrewActivities:
         """One decision of a hierarchical crew's manager: delegate to a coworker, or answer."""
         manager = manager_spec(data.spec)
         task_spec = next(t for t in data.spec.tasks if t.name == data.task)
+        # The manager reads whole outputs, including those kept outside history.
+        context = dict(data.context)
+        history = list(data.history)
+        if self._blobs is not None:
+            for name, ref in data.context_refs.items():
+                context[name] = await self._blobs.get(ref)
+            history = [
+                h.model_copy(update={"result": await self._blobs.get(h.ref)}) if h.ref else h
+                for h in history
+            ]
 
         def work(observer: _TaskObserver, attempt: int) -> str:
             inner = build_llm(manager.llm)
@@ -380,12 +390,14 @@ class CrewActivities:
                 inner.bind(CallContext(attempt=attempt, offset=data.step), observer.check_cancelled)
             llm = ObservedLLM.wrap(inner, observer)
             messages = manager_messages(
-                data.spec, manager, task_spec, data.context, data.history, data.correction
+                data.spec, manager, task_spec, context, history, data.correction
             )
             return str(llm.call(messages))
 
         raw, observer, attempt = await self._observed(data.task, manager.name, work)
         decision = parse_manager_decision(raw, [a.name for a in data.spec.agents])
+        if decision.action != "invalid":
+            decision.raw = ""  # the parsed fields say it all; history need not hold it twice
         decision.token_usage = observer.usage
         decision.attempt = attempt
         return decision

@@ -81,6 +81,8 @@ class DelegationRecord(BaseModel):
     coworker: str
     task: str
     result: str
+    #: A result too large for history is a blob; ``result`` is then a preview.
+    ref: str | None = None
 
 
 class ManagerStepInput(BaseModel):
@@ -91,6 +93,7 @@ class ManagerStepInput(BaseModel):
     task: str
     step: int
     context: dict[str, str] = Field(default_factory=dict)
+    context_refs: dict[str, str] = Field(default_factory=dict)
     history: list[DelegationRecord] = Field(default_factory=list)
     #: Why the previous answer was rejected (unparseable, unknown coworker), if it was.
     correction: str | None = None

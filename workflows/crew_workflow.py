@@ -381,6 +381,7 @@ class CrewWorkflow:
                     task=task.name,
                     step=step,
                     context=context,
+                    context_refs=context_refs,
                     history=history,
                     correction=correction,
                 ),
@@ -447,7 +448,9 @@ class CrewWorkflow:
             usage = usage + done.token_usage
             calls += done.llm_calls
             history.append(
-                DelegationRecord(coworker=coworker.name, task=decision.task, result=done.raw)
+                DelegationRecord(
+                    coworker=coworker.name, task=decision.task, result=done.raw, ref=done.ref
+                )
             )
         raise TaskFailed(
             task.name,

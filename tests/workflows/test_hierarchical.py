@@ -115,3 +115,20 @@ async def test_crash_between_delegations_does_not_redo_the_first(
     assert len(llm_stub.requests_for("researcher")) == 1  # the first delegation: not redone
     assert len(llm_stub.requests_for("boss")) == 3  # no manager decision redone either
     assert len(llm_stub.requests_for("writer")) == 2  # the one in flight, once more
+
+
+async def test_the_manager_reads_large_results_in_full(
+    temporal_client, task_queue, worker, llm_stub
+):
+    """Delegation results too large for history travel as blobs, yet the manager sees all."""
+    llm_stub.behaviours["boss"] = ModelBehaviour(script=[DELEGATE_RESEARCH, "Final Answer: ok"])
+    llm_stub.behaviours["researcher"] = ModelBehaviour(answer_chars=40_000)
+    researcher = {**stub_agent("researcher", llm_stub.base_url), "tools": []}
+    spec = managed({"model": "compatible/boss", "base_url": llm_stub.base_url}, [researcher])
+    handle = await start_execution(temporal_client, spec, task_queue=task_queue)
+    assert (await handle.result()).output == "ok"
+    (research,) = llm_stub.requests_for("researcher")
+    full = research.answer.split("Final Answer: ", 1)[-1]
+    assert len(full) >= 40_000
+    second_decision = llm_stub.requests_for("boss")[1]
+    assert full in second_decision.prompt
