@@ -28,10 +28,13 @@ from activities.manager import manager_messages, manager_spec, parse_manager_dec
 from activities.models import (
     MANAGER_STEP,
     RUN_TASK,
+    STASH_OUTPUTS,
     ManagerDecision,
     ManagerStepInput,
     RunTaskInput,
     RunTaskResult,
+    StashOutputsInput,
+    StashOutputsResult,
 )
 from kasal.blobs import INLINE_LIMIT, PREVIEW_CHARS, BlobStore
 from kasal.constants import EVENTS_SIGNAL, JOURNAL_QUERY
@@ -401,6 +404,15 @@ class CrewActivities:
         decision.token_usage = observer.usage
         decision.attempt = attempt
         return decision
+
+    @activity.defn(name=STASH_OUTPUTS)
+    async def stash_outputs(self, data: StashOutputsInput) -> StashOutputsResult:
+        """Store outputs as blobs so the next run of a long crew carries only their ids."""
+        if self._blobs is None:
+            return StashOutputsResult()
+        return StashOutputsResult(
+            refs={name: await self._blobs.put(text) for name, text in data.texts.items()}
+        )
 
     async def _observed(
         self,

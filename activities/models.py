@@ -114,3 +114,18 @@ class ManagerDecision(BaseModel):
     raw: str = ""
     token_usage: TokenUsage = Field(default_factory=TokenUsage)
     attempt: int = 1
+
+
+STASH_OUTPUTS = "stash_outputs"
+
+
+class StashOutputsInput(BaseModel):
+    """Outputs to move out of a workflow's state before it continues as new."""
+
+    texts: dict[str, str]
+
+
+class StashOutputsResult(BaseModel):
+    """Blob id per stashed output (empty if the worker has no blob store)."""
+
+    refs: dict[str, str] = Field(default_factory=dict)

@@ -25,12 +25,15 @@ with workflow.unsafe.imports_passed_through():
         MANAGER_STEP,
         RECORD_EXECUTION,
         RUN_TASK,
+        STASH_OUTPUTS,
         DelegationRecord,
         ManagerDecision,
         ManagerStepInput,
         RecordExecutionInput,
         RunTaskInput,
         RunTaskResult,
+        StashOutputsInput,
+        StashOutputsResult,
     )
     from kasal.constants import (
         CREW_WORKFLOW,
@@ -69,6 +72,8 @@ with workflow.unsafe.imports_passed_through():
 NON_RETRYABLE = ["invalid_spec", "unknown_tool", "unknown_model", "provider_auth"]
 #: How much of a task's output the status query shows.
 SUMMARY_CHARS = 300
+#: Outputs longer than this move to blobs before a continue-as-new.
+STASH_OVER_CHARS = 1000
 
 STATUS_KEY = SearchAttributeKey.for_keyword(SA_STATUS)
 CREW_NAME_KEY = SearchAttributeKey.for_keyword(SA_CREW_NAME)
@@ -217,6 +222,7 @@ class CrewWorkflow:
 
     async def _continue_as_new(self, data: CrewWorkflowInput) -> None:
         """Carry outputs, status and the event stream into a new run (same workflow id)."""
+        await self._stash_outputs()
         self._emit(
             EventType.EXECUTION_CONTINUED,
             data={"generation": self._generation + 1, "completed_tasks": len(self._outputs)},
@@ -233,6 +239,30 @@ class CrewWorkflow:
             return [data.model_copy(update={"resume": resume})]
 
         await self._stream.continue_as_new(next_input)
+
+    async def _stash_outputs(self) -> None:
+        """Move inline outputs above a kilobyte to blobs: the next run's input stays small
+        (hundreds of tasks of 16 kB outputs would not fit its 2 MB limit)."""
+        big = {
+            name: out.raw
+            for name, out in self._outputs.items()
+            if out.ref is None and len(out.raw) > STASH_OVER_CHARS
+        }
+        if not big:
+            return
+        stashed = await workflow.execute_activity(
+            STASH_OUTPUTS,
+            StashOutputsInput(texts=big),
+            result_type=StashOutputsResult,
+            start_to_close_timeout=timedelta(seconds=60),
+            retry_policy=RetryPolicy(maximum_attempts=10, maximum_interval=timedelta(seconds=10)),
+            summary="stash outputs before continue-as-new",
+        )
+        for name, ref in stashed.refs.items():
+            text = big[name]
+            self._outputs[name] = self._outputs[name].model_copy(
+                update={"ref": ref, "size": len(text), "raw": text[:SUMMARY_CHARS]}
+            )
 
     async def _gather(self, pending: list[asyncio.Task[None]]) -> None:
         if not pending:

@@ -73,7 +73,12 @@ def build_worker(
         client,
         task_queue=task_queue,
         workflows=[CrewWorkflow],
-        activities=[activities.run_task, activities.manager_step, persistence.record_execution],
+        activities=[
+            activities.run_task,
+            activities.manager_step,
+            activities.stash_outputs,
+            persistence.record_execution,
+        ],
         workflow_runner=workflow_runner(),
         max_concurrent_activities=settings.max_concurrent_activities,
         max_concurrent_workflow_tasks=settings.max_concurrent_workflow_tasks,

@@ -82,3 +82,39 @@ async def test_two_megabytes_of_outputs_stay_out_of_history(
     history = await temporal_client.get_workflow_handle(handle.workflow_id).fetch_history()
     assert history.events[-1].ByteSize() < 100_000
     assert sum(e.ByteSize() for e in history.events) < 500_000, "outputs leaked into history"
+
+
+async def test_continue_as_new_moves_outputs_out_of_the_next_runs_input(
+    temporal_client, task_queue, worker, llm_stub, settings
+):
+    from kasal.blobs import BlobStore, resolve_result
+    from kasal.db.engine import create_engine, session_factory
+    from tests.fixtures.llm_stub import ModelBehaviour
+    from tests.helpers import stub_agent
+
+    llm_stub.behaviours["wordy"] = ModelBehaviour(answer_chars=8_000)  # inline (< 16 kB)
+    spec = crew(
+        [{"name": f"t{n}", "description": f"Part {n}", "context": []} for n in range(6)],
+        agents=[{**stub_agent("wordy", llm_stub.base_url), "tools": []}],
+    )
+    execution_id = f"stash-{time.time_ns()}"
+    await temporal_client.start_workflow(
+        CREW_WORKFLOW,
+        CrewWorkflowInput(execution_id=execution_id, spec=spec, tasks_per_run=2),
+        id=workflow_id_for(execution_id),
+        task_queue=task_queue,
+        result_type=CrewWorkflowResult,
+    )
+    handle = ExecutionHandle(temporal_client, execution_id)
+    carried = await handle.result(resolve=False)
+    history = await temporal_client.get_workflow_handle(handle.workflow_id).fetch_history()
+    started = history.events[0].workflow_execution_started_event_attributes
+    assert started.continued_execution_run_id
+    assert started.input.ByteSize() < 20_000, "the next run's input carried whole outputs"
+    engine = create_engine(settings.resolved_database_url(), pooled=False)
+    try:
+        full = await resolve_result(carried, BlobStore(session_factory(engine)))
+    finally:
+        await engine.dispose()
+    answers = {r.answer.split("Final Answer: ", 1)[-1] for r in llm_stub.requests_for("wordy")}
+    assert [t.raw in answers for t in full.tasks] == [True] * 6
