@@ -21,8 +21,10 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from typing import Annotated, Any, Literal
 
+import jwt
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from starlette.websockets import WebSocketState
@@ -239,10 +241,14 @@ async def authenticate(websocket: WebSocket, state: AppState) -> User | None:
         token = message.token
     async with state.sessions() as session:
         try:
-            return await user_for_token(session, token.strip(), state.settings)
+            user = await user_for_token(session, token.strip(), state.settings)
         except KasalError as exc:
             await _refuse(websocket, exc.message)
             return None
+    # Verified above; read its expiry so the connection ends with the token.
+    claims = jwt.decode(token.strip(), options={"verify_signature": False})
+    websocket.state.token_expires = float(claims["exp"])
+    return user
 
 
 async def _refuse(websocket: WebSocket, message: str) -> None:
@@ -264,7 +270,10 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
     connection = Connection(websocket, state, user)
     await connection.send_json({"type": "authenticated", "user_id": user.id})
     try:
-        await connection.run()
+        # The connection lives as long as its token: a client must reconnect with a new one.
+        await asyncio.wait_for(connection.run(), websocket.state.token_expires - time.time())
+    except TimeoutError:
+        await _refuse(websocket, "the access token expired: reconnect with a new one")
     except WebSocketDisconnect:
         pass
     except RuntimeError:

@@ -272,3 +272,35 @@ async def test_a_slow_client_is_dropped_and_slows_nobody():
     channel._end()
     await asyncio.wait_for(fast_task, 5)
     assert slow == [0]
+
+
+async def test_a_socket_ends_when_its_token_expires(server):
+    """Authentication is not forever: the connection closes when its token expires."""
+    from datetime import timedelta
+
+    import jwt as pyjwt
+
+    from api.security import ALGORITHM, ISSUER
+
+    url, http, admin, app = server
+    alice = await new_user(http, admin)
+    me = (await http.get("/api/v1/auth/me", headers=alice)).json()
+    now = datetime.now(UTC)
+    short = pyjwt.encode(
+        {
+            "sub": me["id"],
+            "iat": now,
+            "exp": now + timedelta(seconds=2),
+            "iss": ISSUER,
+            "typ": "access",
+        },
+        app.state.kasal.settings.secret_key.get_secret_value(),
+        algorithm=ALGORITHM,
+    )
+    ws = await open_socket(url, {"Authorization": f"Bearer {short}"})
+    await ws.send(json.dumps({"type": "ping"}))
+    assert await receive(ws) == {"type": "pong"}
+    ended = await receive(ws)  # within about two seconds, unasked
+    assert ended["error"]["code"] == "unauthorized" and "expired" in ended["error"]["message"]
+    with pytest.raises(ConnectionClosed):
+        await asyncio.wait_for(ws.recv(), 5)
