@@ -136,10 +136,14 @@ class Channel:
         Raises :class:`SlowClientError` if the client lags more than the relay allows.
         """
         cursor = from_offset
+        # A resuming client may start far behind: only falling further behind than that
+        # backlog (shrinking as it is sent) plus the allowed lag counts as slow.
+        backlog = max(0, len(self.messages) - from_offset)
         while True:
             signal = self._signal
             while cursor < len(self.messages):
-                if len(self.messages) - cursor > self.relay.max_lag and not self.ended:
+                allowed = self.relay.max_lag + max(0, backlog - (cursor - from_offset))
+                if len(self.messages) - cursor > allowed and not self.ended:
                     raise SlowClientError(f"more than {self.relay.max_lag} events behind")
                 await send(self.messages[cursor])
                 cursor += 1

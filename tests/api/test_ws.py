@@ -274,6 +274,27 @@ async def test_a_slow_client_is_dropped_and_slows_nobody():
     assert slow == [0]
 
 
+async def test_a_client_resuming_far_behind_catches_up():
+    """Starting 30 events back with a lag limit of 5 is a backlog, not slowness."""
+    relay = Relay(temporal=None, sessions=None, max_lag=5)  # type: ignore[arg-type]
+    channel = Channel(relay, "f" * 32)
+    for offset in range(30):
+        channel.publish(_event(offset))
+    received: list[int] = []
+
+    async def send(text: str) -> None:
+        received.append(json.loads(text)["offset"])
+        await asyncio.sleep(0)
+
+    reader = asyncio.create_task(channel.stream(2, send))
+    for offset in range(30, 33):
+        channel.publish(_event(offset))
+        await asyncio.sleep(0)
+    channel._end()
+    await asyncio.wait_for(reader, 5)
+    assert received == list(range(2, 33))
+
+
 async def test_a_socket_ends_when_its_token_expires(server):
     """Authentication is not forever: the connection closes when its token expires."""
     from datetime import timedelta
