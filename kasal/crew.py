@@ -15,7 +15,10 @@ from collections.abc import AsyncIterator, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from pydantic import ValidationError
+
 from kasal.client import ExecutionHandle, Runtime
+from kasal.exceptions import InvalidSpecError
 from kasal.execution import CrewWorkflowResult, Event, ExecutionStatus, FeedbackResult
 from kasal.settings import Settings, disable_crewai_telemetry
 from kasal.spec import AgentSpec, CrewSpec, LLMSpec, RetrySpec, TaskSpec, TimeoutSpec, slug
@@ -52,7 +55,10 @@ class Agent:
             data["llm"] = llm
         if model is not None:
             data["model"] = model
-        self.spec = AgentSpec.model_validate(data)
+        try:
+            self.spec = AgentSpec.model_validate(data)
+        except ValidationError as exc:
+            raise InvalidSpecError.from_validation(exc) from None
 
     @property
     def name(self) -> str:
@@ -90,7 +96,8 @@ class Task:
 
     def to_spec(self, name: str) -> TaskSpec:
         """The task as spec data, called ``name``."""
-        return TaskSpec.model_validate(
+        return _validated(
+            TaskSpec,
             {
                 "name": name,
                 "description": self.description,
@@ -102,7 +109,7 @@ class Task:
                 "tools": self.tools,
                 "retry": _dump(self.retry),
                 "timeout": _dump(self.timeout),
-            }
+            },
         )
 
 
@@ -274,6 +281,14 @@ def _background(settings: Settings | None) -> _Background:
         if key not in _backgrounds:
             _backgrounds[key] = _Background(settings)
         return _backgrounds[key]
+
+
+def _validated(model: type[T], data: dict[str, Any]) -> T:
+    """``model`` from ``data``; a problem is one :class:`InvalidSpecError` naming the field."""
+    try:
+        return model.model_validate(data)  # type: ignore[attr-defined, no-any-return]
+    except ValidationError as exc:
+        raise InvalidSpecError.from_validation(exc) from None
 
 
 def _dump(value: Any) -> Any:
