@@ -271,11 +271,14 @@ async def start_execution(
     crew_id: str | None = None,
     owner: str | None = None,
     search_attributes: bool = True,
+    tasks_per_run: int | None = None,
 ) -> ExecutionHandle:
     """Start a crew as a ``CrewWorkflow``.
 
     Placeholders are checked here, so a missing input is a clear error before anything
     starts. Starting again with the same ``execution_id`` returns the running execution.
+    ``tasks_per_run`` forces a continue-as-new after that many tasks (otherwise Temporal's
+    history limits decide).
     """
     spec.interpolated(inputs)  # raises InvalidSpecError naming missing inputs
     execution_id = execution_id or new_execution_id()
@@ -296,6 +299,7 @@ async def start_execution(
             inputs=inputs or {},
             crew_id=crew_id,
             owner=owner,
+            tasks_per_run=tasks_per_run,
         ),
         id=workflow_id_for(execution_id),
         task_queue=task_queue,

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import time
-
-from kasal.client import ExecutionHandle
-from kasal.constants import CREW_WORKFLOW, workflow_id_for
-from kasal.execution import CrewWorkflowInput, CrewWorkflowResult, EventType
+from kasal.client import start_execution
+from kasal.execution import EventType
 from tests.helpers import crew
 
 
@@ -19,15 +16,7 @@ async def test_a_300_task_crew_runs_to_the_end_across_runs(temporal_client, task
             for n in range(tasks)
         ]
     )
-    execution_id = f"long-{time.time_ns()}"
-    await temporal_client.start_workflow(
-        CREW_WORKFLOW,
-        CrewWorkflowInput(execution_id=execution_id, spec=spec, tasks_per_run=120),
-        id=workflow_id_for(execution_id),
-        task_queue=task_queue,
-        result_type=CrewWorkflowResult,
-    )
-    handle = ExecutionHandle(temporal_client, execution_id)
+    handle = await start_execution(temporal_client, spec, task_queue=task_queue, tasks_per_run=120)
     events = [e async for e in handle.events(poll_cooldown=0.2)]
     result = await handle.result()
 
@@ -55,7 +44,6 @@ async def test_two_megabytes_of_outputs_stay_out_of_history(
     temporal_client, task_queue, worker, llm_stub, settings
 ):
     from kasal.blobs import BlobStore, resolve_result
-    from kasal.client import start_execution
     from kasal.db.engine import create_engine, session_factory
     from tests.fixtures.llm_stub import ModelBehaviour
     from tests.helpers import stub_agent
@@ -97,15 +85,7 @@ async def test_continue_as_new_moves_outputs_out_of_the_next_runs_input(
         [{"name": f"t{n}", "description": f"Part {n}", "context": []} for n in range(6)],
         agents=[{**stub_agent("wordy", llm_stub.base_url), "tools": []}],
     )
-    execution_id = f"stash-{time.time_ns()}"
-    await temporal_client.start_workflow(
-        CREW_WORKFLOW,
-        CrewWorkflowInput(execution_id=execution_id, spec=spec, tasks_per_run=2),
-        id=workflow_id_for(execution_id),
-        task_queue=task_queue,
-        result_type=CrewWorkflowResult,
-    )
-    handle = ExecutionHandle(temporal_client, execution_id)
+    handle = await start_execution(temporal_client, spec, task_queue=task_queue, tasks_per_run=2)
     carried = await handle.result(resolve=False)
     history = await temporal_client.get_workflow_handle(handle.workflow_id).fetch_history()
     started = history.events[0].workflow_execution_started_event_attributes
