@@ -366,3 +366,26 @@ async def test_cancel_abandons_an_http_llm_call_in_flight(
     status = await handle.status()
     assert [t.state for t in status.tasks] == [TaskState.CANCELLED] * 2
     assert len(llm_stub.requests_for("glacial", None)) == 1
+
+
+async def test_custom_tools_register_by_name_from_configured_modules(temporal_client, settings):
+    from tests.fixtures.temporal import running_worker
+
+    agent = {
+        "name": "analyst",
+        "role": "Analyst",
+        "goal": "g",
+        "tools": ["word_count"],
+        "llm": {
+            "model": "offline/t",
+            "options": {"script": [{"tool": "word_count", "input": {"text": "one two three"}}]},
+        },
+    }
+    spec = crew([{"name": "count", "description": "Count"}], agents=[agent])
+    tooled = settings.model_copy(update={"tool_modules": ["tests.fixtures.custom_tools"]})
+    async with running_worker(temporal_client, settings.task_queue, tooled):
+        handle = await start(temporal_client, settings.task_queue, spec)
+        await handle.result()
+        events = await collect(handle)
+    (tool,) = [e for e in events if e.type == EventType.TOOL_CALL]
+    assert tool.data["tool"] == "word_count" and tool.data["output"] == "3"
