@@ -389,3 +389,25 @@ async def test_custom_tools_register_by_name_from_configured_modules(temporal_cl
         events = await collect(handle)
     (tool,) = [e for e in events if e.type == EventType.TOOL_CALL]
     assert tool.data["tool"] == "word_count" and tool.data["output"] == "3"
+
+
+@pytest.mark.parametrize(
+    ("model", "env"),
+    [
+        ("databricks/serving-a", {"DATABRICKS_HOST": "{root}", "DATABRICKS_TOKEN": "dapi-test"}),
+        ("ollama/llama3", {"OLLAMA_HOST": "{root}"}),
+        ("openai/gpt-test", {"OPENAI_BASE_URL": "{root}/v1", "OPENAI_API_KEY": "sk-test"}),
+    ],
+)
+async def test_providers_configured_by_environment_reach_their_endpoint(
+    temporal_client, task_queue, worker, llm_stub, monkeypatch, model, env
+):
+    root = llm_stub.base_url.removesuffix("/v1")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value.format(root=root))
+    agent = {"name": "analyst", "role": "Analyst", "goal": "g", "model": model}
+    spec = crew([{"name": "t", "description": "Say hi"}], agents=[agent])
+    result = await (await start(temporal_client, task_queue, spec)).result()
+    name = model.split("/", 1)[1]
+    (request,) = llm_stub.requests_for(name)
+    assert result.output == llm_stub.answer_for(name, request.prompt)
