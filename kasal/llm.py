@@ -437,7 +437,7 @@ def _openai_completion_class() -> type[BaseLLM]:
             @model_validator(mode="after")
             def _init_clients(self) -> SharedClientOpenAICompletion:
                 if self.interceptor is not None:  # a per-LLM transport: nothing to share
-                    return super()._init_clients()  # type: ignore[no-any-return]
+                    return super()._init_clients()  # type: ignore[no-any-return, operator]
                 # No key yet (ValueError): CrewAI builds the client on first use.
                 with contextlib.suppress(ValueError):
                     self._client = _shared_sync_client(self)
