@@ -49,7 +49,7 @@ from kasal.execution import (
 )
 from kasal.llm import CallContext, LLMCallRecord, LLMObserver, ObservedLLM, OfflineLLM, build_llm
 from kasal.settings import disable_crewai_telemetry
-from kasal.spec import AgentSpec, CrewSpec, TaskSpec
+from kasal.spec import AgentSpec, TaskSpec
 from kasal.tools import ObservedTool, resolve_tools
 
 log = logging.getLogger(__name__)
@@ -96,7 +96,7 @@ class _Publisher:
         self._key = journal_key or task
         self._loop = loop
         self._send = send
-        self._task = task
+        self.task = task
         self._attempt = attempt
         self._prefix = id_prefix
         self._seq = 0
@@ -109,7 +109,7 @@ class _Publisher:
         return Event(
             type=kind,
             timestamp=datetime.now(UTC),
-            task=self._task,
+            task=self.task,
             agent=agent,
             attempt=self._attempt,
             data=data,
@@ -124,7 +124,7 @@ class _Publisher:
         self, events: list[Event], journal: list[JournalRecord] | None = None
     ) -> None:
         batch = ActivityEventsInput(
-            task=self._task,
+            task=self.task,
             attempt=self._attempt,
             events=events,
             journal=journal or [],
@@ -159,15 +159,13 @@ class _TaskObserver(LLMObserver):
         self._pending_hash = ""
         self._pending_tools: list[Event] = []
 
-    def check_cancelled(self) -> None:
+    def check(self) -> None:
+        """Stop the task's thread here if the workflow cancelled the task."""
         if self.cancelled.is_set():
             raise TaskCancelled("task cancelled")
 
-    def check(self) -> None:
-        self.check_cancelled()
-
     def before_call(self, messages: list[dict[str, Any]]) -> str | None:
-        self.check_cancelled()
+        self.check()
         digest = prompt_hash(messages)
         self._pending_hash = digest
         if self.calls < len(self.journal) and self.journal[self.calls].prompt_hash == digest:
@@ -212,7 +210,7 @@ class _TaskObserver(LLMObserver):
         self.publisher.send_from_thread(events, [entry])
 
     def on_tool(self, data: dict[str, Any]) -> None:
-        self.check_cancelled()
+        self.check()
         self._pending_tools.append(self.publisher.event(EventType.TOOL_CALL, self.agent, data))
 
     def flush(self) -> None:
@@ -227,7 +225,6 @@ def describe_context(context: dict[str, str]) -> str:
 
 
 def build_crewai_task(
-    spec: CrewSpec,
     task_spec: TaskSpec,
     agent_spec: AgentSpec,
     observer: _TaskObserver,
@@ -240,7 +237,7 @@ def build_crewai_task(
 
     inner = build_llm(agent_spec.llm)
     if isinstance(inner, OfflineLLM):
-        inner.bind(context, abort=observer.check_cancelled)
+        inner.bind(context, abort=observer.check)
     llm = ObservedLLM.wrap(inner, observer)
     tools = [
         ObservedTool.wrap(tool, observer.on_tool)
@@ -343,7 +340,6 @@ class CrewActivities:
 
         def work(observer: _TaskObserver, attempt: int) -> str:
             agent, task, tools = build_crewai_task(
-                data.spec,
                 task_spec,
                 agent_spec,
                 observer,
@@ -391,7 +387,7 @@ class CrewActivities:
             inner = build_llm(manager.llm)
             if isinstance(inner, OfflineLLM):
                 # A scripted offline manager continues its script where the last step ended.
-                inner.bind(CallContext(attempt=attempt, offset=data.step), observer.check_cancelled)
+                inner.bind(CallContext(attempt=attempt, offset=data.step), observer.check)
             llm = ObservedLLM.wrap(inner, observer)
             messages = manager_messages(
                 data.spec, manager, task_spec, context, history, data.correction
@@ -531,7 +527,7 @@ class CrewActivities:
         try:
             await send(
                 ActivityEventsInput(
-                    task=publisher._task,
+                    task=publisher.task,
                     attempt=info.attempt,
                     events=[event],
                     journal_key=info.activity_id,

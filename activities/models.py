@@ -10,16 +10,12 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from kasal.execution import CrewWorkflowResult, ExecutionStatus, JournalRecord, TokenUsage
+from kasal.execution import CrewWorkflowResult, ExecutionStatus, TokenUsage
 from kasal.spec import CrewSpec
 
 #: Activity type names, shared by the worker (registration) and the workflow (calls).
 RUN_TASK = "run_task"
 RECORD_EXECUTION = "record_execution"
-
-
-#: One journaled LLM response (the workflow keeps them per task).
-JournalEntry = JournalRecord
 
 
 class RunTaskInput(BaseModel):
@@ -61,8 +57,6 @@ class RecordExecutionInput(BaseModel):
     workflow_id: str
     status: ExecutionStatus
     result: CrewWorkflowResult | None = None
-    spec_name: str
-    crew_id: str | None = None
     owner: str | None = None
 
 

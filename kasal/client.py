@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import shutil
 import socket
 import subprocess
@@ -538,8 +537,3 @@ def default_blob_store() -> Any:
         engine = create_engine(get_settings().resolved_database_url(), pooled=False)
         _blob_store = BlobStore(session_factory(engine))
     return _blob_store
-
-
-def env_flag(name: str) -> bool:
-    """True if an environment variable is set to a truthy value."""
-    return os.getenv(name, "").lower() in ("1", "true", "yes", "on")

@@ -29,8 +29,3 @@ SA_STATUS = "KasalStatus"
 def workflow_id_for(execution_id: str) -> str:
     """The Temporal workflow id of an execution."""
     return f"{WORKFLOW_ID_PREFIX}{execution_id}"
-
-
-def execution_id_from(workflow_id: str) -> str:
-    """The execution id inside a Kasal workflow id."""
-    return workflow_id.removeprefix(WORKFLOW_ID_PREFIX)

@@ -187,7 +187,7 @@ class CrewWorkflowResult(BaseModel):
 
 
 class JournalRecord(BaseModel):
-    """One journaled LLM response of a task attempt (see ``activities.models.JournalEntry``)."""
+    """One journaled LLM response of a task attempt (the workflow keeps them per activity)."""
 
     seq: int
     prompt_hash: str

@@ -601,8 +601,6 @@ class CrewWorkflow:
             workflow_id=info.workflow_id,
             status=self._status,
             result=result,
-            spec_name=self._status.crew_name,
-            crew_id=self._status.crew_id,
             owner=self._owner,
         )
         for _ in range(2):
