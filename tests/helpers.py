@@ -36,4 +36,20 @@ def stub_agent(name: str, base_url: str, model: str | None = None, **llm: Any) -
     }
 
 
+def offline_agent(
+    model: str = "offline/default", tools: list[str] | None = None, **options: Any
+) -> dict[str, Any]:
+    """The agent ``analyst`` on the offline model, tuned by ``options`` (latency_ms, script,
+    fail_first, fail_with)."""
+    agent: dict[str, Any] = {
+        "name": "analyst",
+        "role": "Analyst",
+        "goal": "g",
+        "llm": {"model": model, "options": options},
+    }
+    if tools:
+        agent["tools"] = tools
+    return agent
+
+
 FAST_RETRY = {"maximum_attempts": 3, "initial_interval": 0.1, "backoff_coefficient": 1.0}

@@ -11,7 +11,7 @@ from kasal.client import ExecutionHandle, start_execution
 from kasal.exceptions import ExecutionCancelledError, ExecutionFailedError, InvalidSpecError
 from kasal.execution import EventType, ExecutionState, TaskState
 from tests.fixtures.llm_stub import ModelBehaviour
-from tests.helpers import FAST_RETRY, crew, stub_agent
+from tests.helpers import FAST_RETRY, crew, offline_agent, stub_agent
 
 
 async def start(client, task_queue, spec, inputs=None) -> ExecutionHandle:
@@ -50,12 +50,7 @@ async def test_context_passes_between_tasks_over_the_openai_path(
 
 
 async def test_async_tasks_run_in_parallel(temporal_client, task_queue, worker):
-    slow = {
-        "name": "analyst",
-        "role": "Analyst",
-        "goal": "g",
-        "llm": {"model": "offline/slow", "options": {"latency_ms": 1500}},
-    }
+    slow = offline_agent("offline/slow", latency_ms=1500)
     spec = crew(
         [
             {"name": "a", "description": "Part A", "async_execution": True},
@@ -83,12 +78,7 @@ async def test_async_tasks_run_in_parallel(temporal_client, task_queue, worker):
 async def test_retryable_failures_are_retried_and_reported(
     temporal_client, task_queue, worker, kind, text
 ):
-    flaky = {
-        "name": "analyst",
-        "role": "Analyst",
-        "goal": "g",
-        "llm": {"model": "offline/flaky", "options": {"fail_first": 2, "fail_with": kind}},
-    }
+    flaky = offline_agent("offline/flaky", fail_first=2, fail_with=kind)
     spec = crew([{"name": "t", "description": "Do it", "retry": FAST_RETRY}], agents=[flaky])
     handle = await start(temporal_client, task_queue, spec)
     result = await handle.result()
@@ -172,12 +162,7 @@ async def test_missing_input_is_refused_before_start(temporal_client, task_queue
 
 
 async def test_task_timeout(temporal_client, task_queue, worker):
-    slow = {
-        "name": "analyst",
-        "role": "Analyst",
-        "goal": "g",
-        "llm": {"model": "offline/slow", "options": {"latency_ms": 5000}},
-    }
+    slow = offline_agent("offline/slow", latency_ms=5000)
     spec = crew(
         [
             {
@@ -200,12 +185,7 @@ async def test_task_timeout(temporal_client, task_queue, worker):
 
 
 async def test_cancellation_stops_the_running_task(temporal_client, task_queue, worker):
-    slow = {
-        "name": "analyst",
-        "role": "Analyst",
-        "goal": "g",
-        "llm": {"model": "offline/slow", "options": {"latency_ms": 60_000}},
-    }
+    slow = offline_agent("offline/slow", latency_ms=60_000)
     spec = crew(
         [{"name": "first", "description": "Long"}, {"name": "second", "description": "Never"}],
         agents=[slow],
@@ -231,16 +211,8 @@ async def test_cancellation_stops_the_running_task(temporal_client, task_queue, 
 
 
 async def test_events_are_ordered_with_offsets_and_resumable(temporal_client, task_queue, worker):
-    tooled = {
-        "name": "analyst",
-        "role": "Analyst",
-        "goal": "g",
-        "tools": ["calculator"],
-        "llm": {
-            "model": "offline/t",
-            "options": {"script": [{"tool": "calculator", "input": {"expression": "6 * 7"}}]},
-        },
-    }
+    calculate = {"tool": "calculator", "input": {"expression": "6 * 7"}}
+    tooled = offline_agent("offline/t", ["calculator"], script=[calculate])
     spec = crew(
         [{"name": "one", "description": "First"}, {"name": "two", "description": "Second"}],
         agents=[tooled],
@@ -371,16 +343,8 @@ async def test_cancel_abandons_an_http_llm_call_in_flight(
 async def test_custom_tools_register_by_name_from_configured_modules(temporal_client, settings):
     from tests.fixtures.temporal import running_worker
 
-    agent = {
-        "name": "analyst",
-        "role": "Analyst",
-        "goal": "g",
-        "tools": ["word_count"],
-        "llm": {
-            "model": "offline/t",
-            "options": {"script": [{"tool": "word_count", "input": {"text": "one two three"}}]},
-        },
-    }
+    count = {"tool": "word_count", "input": {"text": "one two three"}}
+    agent = offline_agent("offline/t", ["word_count"], script=[count])
     spec = crew([{"name": "count", "description": "Count"}], agents=[agent])
     tooled = settings.model_copy(update={"tool_modules": ["tests.fixtures.custom_tools"]})
     async with running_worker(temporal_client, settings.task_queue, tooled):
