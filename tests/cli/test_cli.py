@@ -81,3 +81,22 @@ def test_validate_prints_the_normalised_spec():
     done = kasal("validate", str(EXAMPLE))
     assert done.returncode == 0, done.stderr
     assert "market_research" in done.stdout and "research_analyst" in done.stdout
+
+
+def test_dev_refuses_a_public_bind_with_the_default_secret():
+    done = kasal("dev", "--host", "0.0.0.0", timeout=60)
+    assert done.returncode == 2 and "KASAL_SECRET_KEY" in done.stderr
+
+
+def test_detach_refuses_an_embedded_server_that_would_die_with_the_command(tmp_path):
+    done = kasal(
+        "run",
+        str(EXAMPLE),
+        "--detach",
+        env={
+            "KASAL_DATA_DIR": str(tmp_path / "data"),
+            "KASAL_EMBEDDED_PORT": str(free_port()),
+            "KASAL_EMBEDDED_UI_PORT": "0",
+        },
+    )
+    assert done.returncode == 3 and "kasal dev" in done.stderr
