@@ -10,6 +10,7 @@ from temporalio import activity
 from activities.models import RECORD_EXECUTION, RecordExecutionInput, RecordExecutionResult
 from kasal.blobs import BlobStore, resolve_result
 from kasal.constants import TRACE_QUERY
+from kasal.db.journal import JournalStore
 from kasal.db.repositories import ExecutionRepository
 from kasal.execution import Event, TraceQueryInput
 
@@ -37,9 +38,14 @@ async def read_trace(workflow_id: str) -> list[Event]:
 class PersistenceActivities:
     """Writes finished executions and their traces to the database."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession] | None = None) -> None:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession] | None = None,
+        journal: JournalStore | None = None,
+    ) -> None:
         #: None only where no database is wanted (then the trace is read and counted).
         self.sessions = sessions
+        self.journal = journal
 
     @activity.defn(name=RECORD_EXECUTION)
     async def record_execution(self, data: RecordExecutionInput) -> RecordExecutionResult:
@@ -63,5 +69,8 @@ class PersistenceActivities:
                 events=events,
                 owner=data.owner,
             )
+        if self.journal is not None:
+            # The execution is over: no attempt of it will replay its journal again.
+            await self.journal.forget(data.workflow_id)
         log.info("recorded execution %s (%d events)", data.status.execution_id, len(events))
         return RecordExecutionResult(events=len(events))

@@ -101,10 +101,10 @@ async def dispatch_gaps(handle: WorkflowHandle) -> list[float]:
 
 
 async def main(runs: int, tasks: int) -> None:
-    from activities.crew_activities import _quiet_crewai
+    from activities.crewai_runtime import prepare_crewai
     from workflows.worker import run_worker, workflow_runner
 
-    _quiet_crewai()
+    prepare_crewai()
     spec = crew_spec(tasks)
     with tempfile.TemporaryDirectory() as tmp:
         server = await EmbeddedTemporal(Path(tmp), port=free_port(), ui_port=None).start()

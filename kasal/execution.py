@@ -187,38 +187,45 @@ class CrewWorkflowResult(BaseModel):
 
 
 class JournalRecord(BaseModel):
-    """One journaled LLM response of a task attempt (the workflow keeps them per activity)."""
+    """One journaled call of a task attempt: an LLM response or a tool result, paid for once.
+
+    The journal lives in the app database (``activities/journal.py``), not in the workflow.
+    """
 
     seq: int
+    #: ``llm`` or ``tool``.
+    kind: str = "llm"
+    #: Digest of what was asked (the prompt, or the tool and its arguments).
     prompt_hash: str
     response: str
-    #: A large response is kept as a blob (``response`` is then empty).
+    #: Legacy: a large response kept as a blob (``response`` is then empty).
     ref: str | None = None
 
 
 class ActivityEventsInput(BaseModel):
-    """Signal input: a batch an activity sends its workflow while a task runs.
+    """Signal input: a batch of events a task attempt sends its workflow while it runs.
 
-    ``events`` go into the execution's stream; ``journal`` entries are kept by the workflow
-    until the task finishes, so a retried attempt can replay responses it already paid for.
+    The workflow accepts a batch only from the attempt it waits for (``journal_key`` is the
+    activity id, ``attempt`` its attempt; an older attempt is stale) and only when
+    ``signature`` is a worker's HMAC over it (:mod:`kasal.signing`), so a client that can
+    signal the workflow cannot forge events or token usage.
     """
 
     task: str
     attempt: int = 1
     events: list[Event] = Field(default_factory=list)
-    journal: list[JournalRecord] = Field(default_factory=list)
-    #: Which activity the journal belongs to (its activity id); defaults to ``task``.
+    #: Which activity the batch comes from (its activity id); defaults to ``task``.
     journal_key: str = ""
+    signature: str | None = None
 
-
-class JournalQueryInput(BaseModel):
-    """Query input: the journal of one activity (by activity id)."""
-
-    task: str
+    def signed_body(self) -> bytes:
+        """The bytes the signature covers: the batch without its signature."""
+        return self.model_dump_json(exclude={"signature"}).encode()
 
 
 class TraceQueryInput(BaseModel):
-    """Query input: events from ``from_offset``, at most ``limit`` of them."""
+    """Query input: events from ``from_offset``, at most ``limit`` of them (both optional;
+    the query may also be sent with no argument: the first thousand events)."""
 
     from_offset: int = Field(default=0, ge=0)
     limit: int = Field(default=1000, ge=1, le=10_000)

@@ -1,4 +1,5 @@
-"""LLM providers, resolved from model strings, and the wrapper that makes each call observable.
+"""LLM providers, resolved from model strings (the wrapper that observes and journals each
+call lives with the journal, in ``activities/journal.py``).
 
 ``openai/<model>``      OpenAI (OPENAI_API_KEY, optional OPENAI_BASE_URL)
 ``databricks/<name>``   a Databricks serving endpoint (DATABRICKS_HOST, DATABRICKS_TOKEN)
@@ -15,9 +16,7 @@ must see every failure to count and report it.
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
-import contextvars
 import hashlib
 import json
 import os
@@ -28,7 +27,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from crewai.llms import retry as _crewai_retry
 from crewai.llms.base_llm import BaseLLM
 from pydantic import PrivateAttr
 
@@ -53,36 +51,6 @@ class CallContext:
     attempt: int = 1
     #: Calls made for this conversation by earlier activities (a manager's earlier steps).
     offset: int = 0
-
-
-@dataclass
-class LLMCallRecord:
-    """What the observer hears after each call."""
-
-    model: str
-    prompt_tokens: int
-    completion_tokens: int
-    latency_ms: float
-    response: str
-    replayed: bool = False
-
-
-class LLMObserver:
-    """Hooks around every LLM call of a task. The base class observes nothing."""
-
-    def before_call(self, messages: list[dict[str, Any]]) -> str | None:
-        """Called before the provider; return a response to use it instead (journal replay).
-
-        Raising here (for example because the task was cancelled) aborts the call.
-        """
-        return None
-
-    def after_call(self, record: LLMCallRecord, messages: list[dict[str, Any]]) -> None:
-        """Called after each successful call."""
-
-    def check(self) -> None:
-        """Called every few milliseconds while a provider call is in flight; raising here
-        abandons the call (its thread finishes on its own and its answer is dropped)."""
 
 
 class OfflineLLM(BaseLLM):
@@ -159,6 +127,12 @@ class OfflineLLM(BaseLLM):
             time.sleep(min(left, 0.05))
 
 
+def _as_messages(messages: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
+    if isinstance(messages, str):
+        return [{"role": "user", "content": messages}]
+    return [dict(m) for m in messages]
+
+
 def derive_answer(model: str, messages: list[dict[str, Any]]) -> str:
     """The offline answer to a prompt: names the task and carries a digest of the prompt."""
     prompt = "\n".join(str(m.get("content", "")) for m in messages)
@@ -198,155 +172,6 @@ def _offline_failure(kind: str) -> ProviderError:
     if kind == "auth":
         return ProviderAuthError("offline provider: invalid API key (scripted)")
     return ProviderUnavailableError("offline provider: 503 service unavailable (scripted)")
-
-
-def _as_messages(messages: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
-    if isinstance(messages, str):
-        return [{"role": "user", "content": messages}]
-    return [dict(m) for m in messages]
-
-
-class ObservedLLM(BaseLLM):
-    """Wraps a provider's LLM so every call is observed: events, journal, cancellation.
-
-    Errors are translated into Kasal's provider errors, which say whether a retry can help.
-    """
-
-    llm_type: str = "observed"
-    _inner: BaseLLM = PrivateAttr()
-    _observer: LLMObserver = PrivateAttr(default_factory=LLMObserver)
-
-    @classmethod
-    def wrap(cls, inner: BaseLLM, observer: LLMObserver) -> ObservedLLM:
-        """An observed LLM around ``inner``."""
-        llm = cls(model=inner.model, temperature=inner.temperature, stop=list(inner.stop))
-        llm._inner = inner
-        llm._observer = observer
-        return llm
-
-    @property
-    def inner(self) -> BaseLLM:
-        """The provider's LLM."""
-        return self._inner
-
-    def supports_function_calling(self) -> bool:
-        # Not declared on BaseLLM, but every provider class has it.
-        return bool(getattr(self._inner, "supports_function_calling", lambda: False)())
-
-    def supports_stop_words(self) -> bool:
-        return bool(self._inner.supports_stop_words())
-
-    def get_context_window_size(self) -> int:
-        return int(self._inner.get_context_window_size())
-
-    def call(  # type: ignore[override]
-        self,
-        messages: str | list[dict[str, Any]],
-        tools: Any = None,
-        callbacks: Any = None,
-        available_functions: Any = None,
-        from_task: Any = None,
-        from_agent: Any = None,
-        response_model: Any = None,
-    ) -> Any:
-        msgs = _as_messages(messages)
-        replayed = self._observer.before_call(msgs)
-        if replayed is not None:
-            self._observer.after_call(
-                LLMCallRecord(self.model, 0, 0, 0.0, replayed, replayed=True), msgs
-            )
-            return decode_response(replayed)
-        before = self._inner.get_token_usage_summary()
-        started = time.perf_counter()
-        # Temporal owns retries: CrewAI's own rate-limit retry loop steps aside when it
-        # believes one is already running.
-        token = _crewai_retry._active_llm_rate_limit_retry.set(True)
-        try:
-            self._inner.stop = list(self.stop)
-            # The provider call runs in a thread of its own so a cancellation need not wait
-            # for a blocking HTTP request: the task stops now, the request is abandoned.
-            call = contextvars.copy_context().run
-            pending = _in_daemon_thread(
-                call,
-                self._inner.call,
-                messages,
-                tools=tools,
-                callbacks=callbacks,
-                available_functions=available_functions,
-                from_task=from_task,
-                from_agent=from_agent,
-                response_model=response_model,
-            )
-            while True:
-                try:
-                    result = pending.result(timeout=0.05)
-                    break
-                except concurrent.futures.TimeoutError:
-                    self._observer.check()
-        except ProviderError:
-            raise
-        except Exception as exc:
-            raise classify_provider_error(exc) from exc
-        finally:
-            _crewai_retry._active_llm_rate_limit_retry.reset(token)
-        latency = (time.perf_counter() - started) * 1000
-        after = self._inner.get_token_usage_summary()
-        prompt = after.prompt_tokens - before.prompt_tokens
-        completion = after.completion_tokens - before.completion_tokens
-        self._track_token_usage_internal(
-            {
-                "prompt_tokens": prompt,
-                "completion_tokens": completion,
-                "total_tokens": prompt + completion,
-            }
-        )
-        text = encode_response(result)
-        self._observer.after_call(
-            LLMCallRecord(self.model, prompt, completion, latency, text), msgs
-        )
-        return result
-
-    call._crewai_rate_limit_wrapped = True  # type: ignore[attr-defined]
-
-
-def _in_daemon_thread(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Run ``fn`` in a daemon thread; its future. An abandoned call never delays exit."""
-    future: concurrent.futures.Future[Any] = concurrent.futures.Future()
-
-    def run() -> None:
-        try:
-            future.set_result(fn(*args, **kwargs))
-        except BaseException as exc:  # handed to the waiting thread
-            future.set_exception(exc)
-
-    threading.Thread(target=run, name="kasal-llm-call", daemon=True).start()
-    return future
-
-
-_TOOL_CALLS_MARK = "\x00kasal-tool-calls:"  # noqa: S105
-
-
-def encode_response(result: Any) -> str:
-    """An LLM response as journal text: plain text, or native tool calls as marked JSON."""
-    if isinstance(result, str):
-        return result
-    if isinstance(result, list):
-        calls = [c.model_dump() if hasattr(c, "model_dump") else c for c in result]
-        kind = "openai" if result and hasattr(result[0], "model_dump") else "dict"
-        return _TOOL_CALLS_MARK + json.dumps({"kind": kind, "calls": calls}, default=str)
-    return str(result)
-
-
-def decode_response(text: str) -> Any:
-    """The inverse of :func:`encode_response`: what the provider returned, rebuilt."""
-    if not text.startswith(_TOOL_CALLS_MARK):
-        return text
-    data = json.loads(text[len(_TOOL_CALLS_MARK) :])
-    if data["kind"] == "openai":
-        from openai.types.chat import ChatCompletionMessageToolCall
-
-        return [ChatCompletionMessageToolCall.model_validate(c) for c in data["calls"]]
-    return list(data["calls"])
 
 
 def classify_provider_error(exc: BaseException) -> Exception:

@@ -39,6 +39,10 @@ class Settings(BaseSettings):
     llm_base_urls: list[str] = Field(default_factory=list)
     #: Set true to let CrewAI send its telemetry (off by default).
     telemetry: bool = False
+    #: Shared by every worker of a deployment: workers sign the events task attempts send
+    #: their workflow with it, so no other Temporal client can forge them. Unset: derived
+    #: from ``secret_key`` (set both in production; see README).
+    worker_secret: SecretStr | None = None
 
     # -- API (issue 3) -------------------------------------------------------------------
     env: str = "dev"
@@ -51,6 +55,12 @@ class Settings(BaseSettings):
     max_body_bytes: int = 1_000_000
     login_rate_limit: str = "10/minute"
     execution_rate_limit: str = "60/minute"
+
+    def resolved_worker_secret(self) -> str:
+        """The workers' signing secret: ``worker_secret``, else one derived from ``secret_key``."""
+        if self.worker_secret is not None and self.worker_secret.get_secret_value():
+            return self.worker_secret.get_secret_value()
+        return "derived:" + self.secret_key.get_secret_value()
 
     def readable_files_dir(self) -> Path:
         """Where ``file_read`` reads: ``files_dir`` or ``<data_dir>/files``."""

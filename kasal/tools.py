@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from crewai.tools import BaseTool
-from pydantic import BaseModel, Field, PrivateAttr
+from pydantic import BaseModel, Field
 
 from kasal.exceptions import UnknownToolError
 from kasal.settings import get_settings
@@ -68,49 +68,6 @@ def resolve_tools(names: list[str]) -> list[BaseTool]:
             field="tools",
         )
     return [_REGISTRY[n]() for n in names]
-
-
-class ObservedTool(BaseTool):
-    """A tool wrapper that reports each use (name, input, output, duration)."""
-
-    _inner: BaseTool = PrivateAttr()
-    _on_call: Callable[[dict[str, Any]], None] = PrivateAttr()
-
-    @classmethod
-    def wrap(cls, inner: BaseTool, on_call: Callable[[dict[str, Any]], None]) -> ObservedTool:
-        """Observe ``inner``: same name, description and arguments."""
-        tool = cls(
-            name=inner.name,
-            description=inner.description,
-            args_schema=inner.args_schema,
-            result_as_answer=inner.result_as_answer,
-        )
-        tool._inner = inner
-        tool._on_call = on_call
-        return tool
-
-    def _run(self, *args: Any, **kwargs: Any) -> Any:
-        import time
-
-        started = time.perf_counter()
-        error: str | None = None
-        output: Any = None
-        try:
-            output = self._inner.run(*args, **kwargs)
-            return output
-        except Exception as exc:
-            error = f"{type(exc).__name__}: {exc}"
-            raise
-        finally:
-            self._on_call(
-                {
-                    "tool": self.name,
-                    "input": kwargs or list(args),
-                    "output": None if output is None else str(output)[:500],
-                    "error": error,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-                }
-            )
 
 
 # -- built-in tools ----------------------------------------------------------------------

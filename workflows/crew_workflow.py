@@ -35,12 +35,12 @@ with workflow.unsafe.imports_passed_through():
         StashOutputsInput,
         StashOutputsResult,
     )
+    from kasal import signing
     from kasal.constants import (
         CREW_WORKFLOW,
         EVENTS_SIGNAL,
         EVENTS_TOPIC,
         FEEDBACK_UPDATE,
-        JOURNAL_QUERY,
         SA_CREW_NAME,
         SA_STATUS,
         STATUS_QUERY,
@@ -58,8 +58,6 @@ with workflow.unsafe.imports_passed_through():
         ExecutionStatus,
         FeedbackInput,
         FeedbackResult,
-        JournalQueryInput,
-        JournalRecord,
         TaskOutput,
         TaskState,
         TaskStatus,
@@ -68,12 +66,17 @@ with workflow.unsafe.imports_passed_through():
     )
     from kasal.spec import CrewSpec, TaskSpec
 
+from workflows.bookkeeping import ExecutionBook
+
 #: Errors that no retry can fix; also marked non-retryable by the activity itself.
 NON_RETRYABLE = ["invalid_spec", "unknown_tool", "unknown_model", "provider_auth"]
 #: How much of a task's output the status query shows.
 SUMMARY_CHARS = 300
 #: Outputs longer than this move to blobs before a continue-as-new.
 STASH_OVER_CHARS = 1000
+
+#: Patch id: from this change on, events from activities must be signed by a worker.
+SIGNED_EVENTS_PATCH = "signed-activity-events"
 
 STATUS_KEY = SearchAttributeKey.for_keyword(SA_STATUS)
 CREW_NAME_KEY = SearchAttributeKey.for_keyword(SA_CREW_NAME)
@@ -98,37 +101,41 @@ class CrewWorkflow:
         resume = data.resume
         self._stream = WorkflowStream(resume.stream if resume else None)
         self._topic = self._stream.topic(EVENTS_TOPIC, type=Event)
-        self._events: list[Event] = []
-        self._seen: set[str] = set()
-        self._journal: dict[str, list[JournalRecord]] = {}
         self._waiting: dict[str, FeedbackInput | None] = {}
         self._runs: dict[str, int] = {}
         self._owner = data.owner
-        #: Activity ids running now: their signals count, a late one's do not.
-        self._inflight: set[str] = set()
-        self._status = ExecutionStatus(
+        self._outputs: dict[str, TaskOutput] = {}
+        self._generation = 0
+        self._signed_events = True
+        status = ExecutionStatus(
             execution_id=data.execution_id,
             crew_name=data.spec.name,
             crew_id=data.crew_id,
             state=ExecutionState.PENDING,
             tasks=[TaskStatus(name=t.name, agent=t.agent) for t in data.spec.tasks],
         )
-        self._outputs: dict[str, TaskOutput] = {}
-        self._generation = 0
+        events: list[Event] = []
         if resume is not None:
-            self._status = resume.status
+            status = resume.status
             # The stream state already carries every event: read them back rather than
             # carrying them twice (the next run's input must stay under 2 MB).
-            self._events = [_event_from_wire(i.data) for i in (resume.stream.log or [])]
-            self._seen = {e.event_id for e in self._events}
+            events = [_event_from_wire(i.data) for i in (resume.stream.log or [])]
             self._outputs = dict(resume.outputs)
             self._runs = dict(resume.runs)
             self._generation = resume.generation + 1
+        self._book = ExecutionBook(status, events, publish=self._topic.publish)
+
+    @property
+    def _status(self) -> ExecutionStatus:
+        return self._book.status
 
     # -- the run ----------------------------------------------------------------------------
 
     @workflow.run
     async def run(self, data: CrewWorkflowInput) -> CrewWorkflowResult:
+        # Histories from before signed events accept unsigned ones: what a workflow streamed
+        # must not change when it replays (subscribers' polls complete on it).
+        self._signed_events = workflow.patched(SIGNED_EVENTS_PATCH)
         resumed = data.resume is not None
         self._status.started_at = self._status.started_at or workflow.now()
         self._set_state(ExecutionState.RUNNING)
@@ -206,11 +213,7 @@ class CrewWorkflow:
 
     def _cancel_unfinished(self) -> None:
         """Every task that did not finish is cancelled (the execution is over)."""
-        for task_status in self._status.tasks:
-            if task_status.state not in (TaskState.COMPLETED, TaskState.FAILED):
-                if task_status.state != TaskState.PENDING:
-                    task_status.ended_at = workflow.now()
-                task_status.state = TaskState.CANCELLED
+        self._book.cancel_unfinished(workflow.now())
 
     def _should_continue_as_new(self, data: CrewWorkflowInput, done_this_run: int) -> bool:
         """Between tasks (nothing running): is it time to start a fresh history?"""
@@ -295,9 +298,7 @@ class CrewWorkflow:
         attempts = 0
         usage = TokenUsage()
         while True:
-            status.state = TaskState.RUNNING
-            status.started_at = status.started_at or workflow.now()
-            status.attempts = max(status.attempts, 1)
+            self._book.task_running(task.name, workflow.now())
             self._emit(
                 EventType.TASK_STARTED,
                 task=task.name,
@@ -378,7 +379,7 @@ class CrewWorkflow:
             ),
             RunTaskResult,
             activity_id=task.name if run == 1 else f"{task.name}#{run}",
-            summary=f"{agent.role}: {task.name}",
+            summary=f"{_one_line(agent.role)}: {task.name}",
         )
 
     async def _run_managed(
@@ -473,7 +474,7 @@ class CrewWorkflow:
                 ),
                 RunTaskResult,
                 activity_id=f"{prefix}.delegate.{step + 1}.{coworker.name}",
-                summary=f"{coworker.role}: {decision.task[:80]}",
+                summary=f"{_one_line(coworker.role)}: {_one_line(decision.task)[:80]}",
             )
             usage = usage + done.token_usage
             calls += done.llm_calls
@@ -502,9 +503,9 @@ class CrewWorkflow:
         """One activity for ``task``, with its retry policy and timeouts; failures end it."""
         retry = spec.retry_for(task)
         timeout = spec.timeout_for(task)
-        self._inflight.add(activity_id)
+        self._book.activity_started(activity_id)
         try:
-            return await workflow.execute_activity(
+            result = await workflow.execute_activity(
                 activity_name,
                 arg,
                 result_type=result_type,
@@ -521,23 +522,29 @@ class CrewWorkflow:
                 **timeout.as_timedeltas(),  # type: ignore[arg-type]
             )
         except ActivityError as exc:
+            self._book.activity_ended(activity_id)
             if isinstance(exc.cause, CancelledError):
                 raise exc.cause from None
+            self._raise_if_cancel_requested()
             message, error_type = _describe_failure(exc)
             raise TaskFailed(task.name, message, error_type) from None
-        finally:
-            self._inflight.discard(activity_id)
-            self._journal.pop(activity_id, None)
-            # An activity that finished before it heard of a cancellation swallows it: the
-            # request is still there, so honour it before starting anything else.
-            if workflow.cancellation_reason() is not None:
-                raise asyncio.CancelledError()
+        except BaseException:
+            # Cancelled, or evicted at worker shutdown (no workflow calls may run then).
+            self._book.activity_ended(activity_id)
+            raise
+        self._book.activity_ended(activity_id)
+        self._raise_if_cancel_requested()
+        return result
+
+    @staticmethod
+    def _raise_if_cancel_requested() -> None:
+        """An activity that finished before it heard of a cancellation swallows it: the
+        request is still there, so honour it before starting anything else."""
+        if workflow.cancellation_reason() is not None:
+            raise asyncio.CancelledError()
 
     def _fail_task(self, exc: TaskFailed) -> None:
-        status = next(t for t in self._status.tasks if t.name == exc.task)
-        status.state = TaskState.FAILED
-        status.ended_at = workflow.now()
-        status.error = exc.message
+        status = self._book.task_failed(exc.task, workflow.now(), exc.message)
         self._emit(
             EventType.TASK_FAILED,
             task=exc.task,
@@ -547,7 +554,7 @@ class CrewWorkflow:
         )
 
     async def _ask_human(self, task: TaskSpec, output: str) -> FeedbackInput:
-        status = next(t for t in self._status.tasks if t.name == task.name)
+        status = self._book.task(task.name)
         status.state = TaskState.WAITING_FOR_INPUT
         self._set_state(ExecutionState.WAITING_FOR_INPUT)
         self._emit(
@@ -566,16 +573,18 @@ class CrewWorkflow:
             # An answer that landed in the same activation as the timer wins over it.
             if self._waiting.get(task.name) is None:
                 if task.human_input_timeout_outcome == "fail":
+                    self._waiting.pop(task.name, None)
                     raise TaskFailed(
                         task.name,
                         f"no human feedback within {task.human_input_timeout:g}s",
                         "human_input_timeout",
                     ) from None
                 self._waiting[task.name] = FeedbackInput(task=task.name, approve=True)
-        finally:
-            verdict = self._waiting.pop(task.name, None)
-            if not self._waiting:
-                self._set_state(ExecutionState.RUNNING)
+        # No ``finally``: when a worker shuts down it evicts waiting workflows by closing
+        # their coroutines, and workflow calls made then fail (_NotInWorkflowEventLoopError).
+        verdict = self._waiting.pop(task.name, None)
+        if not self._waiting:
+            self._set_state(ExecutionState.RUNNING)
         assert verdict is not None
         return verdict
 
@@ -623,7 +632,7 @@ class CrewWorkflow:
     # -- state ------------------------------------------------------------------------------
 
     def _set_state(self, state: ExecutionState) -> None:
-        self._status.state = state
+        self._book.set_state(state)
         if workflow.info().typed_search_attributes.get(CREW_NAME_KEY) is not None:
             workflow.upsert_search_attributes([STATUS_KEY.value_set(state.value)])
         workflow.upsert_memo({"status": state.value})
@@ -637,80 +646,52 @@ class CrewWorkflow:
         attempt: int | None = None,
         data: dict[str, Any] | None = None,
     ) -> None:
-        event = Event(
-            type=kind,
-            timestamp=workflow.now(),
-            task=task,
-            agent=agent,
-            attempt=attempt,
-            data=data or {},
-            event_id=f"wf-{len(self._events)}",
-        )
-        self._append(event)
-
-    def _append(self, event: Event) -> None:
-        event.offset = len(self._events)
-        self._events.append(event)
-        self._seen.add(event.event_id)
-        self._status.event_count = len(self._events)
-        self._topic.publish(event)
+        self._book.emit(kind, workflow.now(), task=task, agent=agent, attempt=attempt, data=data)
 
     # -- handlers ---------------------------------------------------------------------------
 
-    @workflow.signal(name=EVENTS_SIGNAL)
+    @workflow.signal(
+        name=EVENTS_SIGNAL,
+        description="Events of a running task attempt, signed by the worker that runs it "
+        "(internal: batches from other attempts or without a valid signature are dropped).",
+    )
     def on_activity_events(self, batch: ActivityEventsInput) -> None:
-        """Events and journal entries an activity sends while its task runs."""
-        key = batch.journal_key or batch.task
-        if key not in self._inflight or self._status.state.finished:
-            # From an attempt the workflow no longer waits for (it ended, failed or was
-            # cancelled): its events would land after the task's end, its journal nowhere.
+        """Events an activity sends while its task runs."""
+        authentic = not self._signed_events or signing.verify(
+            workflow.info().workflow_id, batch.signed_body(), batch.signature
+        )
+        reason = self._book.why_rejected(batch, authentic)
+        if reason is not None:
+            workflow.logger.warning(
+                "dropped %d event(s) for %s: %s", len(batch.events), batch.task, reason
+            )
             return
-        status = next((t for t in self._status.tasks if t.name == batch.task), None)
-        journal = self._journal.setdefault(key, [])
-        for entry in batch.journal:
-            del journal[entry.seq :]
-            journal.append(entry)
-        for event in batch.events:
-            if event.event_id in self._seen:
-                continue  # a re-sent batch
-            if status is not None and status.state not in (
-                TaskState.COMPLETED,
-                TaskState.FAILED,
-                TaskState.CANCELLED,
-            ):
-                if event.type == EventType.TASK_STARTED and event.attempt:
-                    status.attempts = max(status.attempts, event.attempt)
-                    status.state = TaskState.RUNNING
-                elif event.type == EventType.TASK_RETRYING:
-                    status.state = TaskState.RETRYING
-                    status.attempts = max(status.attempts, int(event.data.get("next_attempt", 0)))
-            if event.type == EventType.LLM_CALL and not event.data.get("replayed"):
-                spent = TokenUsage(
-                    prompt_tokens=int(event.data.get("prompt_tokens", 0)),
-                    completion_tokens=int(event.data.get("completion_tokens", 0)),
-                    total_tokens=int(event.data.get("prompt_tokens", 0))
-                    + int(event.data.get("completion_tokens", 0)),
-                    requests=1,
-                )
-                self._status.token_usage = self._status.token_usage + spent
-            self._append(event)
+        self._book.accept(batch)
 
-    @workflow.query(name=JOURNAL_QUERY)
-    def journal(self, data: JournalQueryInput) -> list[JournalRecord]:
-        """The LLM responses already paid for in the running task ``data.task``."""
-        return list(self._journal.get(data.task, []))
-
-    @workflow.query(name=STATUS_QUERY)
+    @workflow.query(
+        name=STATUS_QUERY,
+        description="The execution's state, every task's state, attempts, times, output "
+        "summary and tokens. No argument.",
+    )
     def status(self) -> ExecutionStatus:
         """The execution's state and every task's progress."""
         return self._status
 
-    @workflow.query(name=TRACE_QUERY)
-    def trace(self, data: TraceQueryInput) -> list[Event]:
+    @workflow.query(
+        name=TRACE_QUERY,
+        description='Recorded events in order. Optional argument {"from_offset": 0, '
+        '"limit": 1000}; with none, the first 1000.',
+    )
+    def trace(self, data: TraceQueryInput | None = None) -> list[Event]:
         """Events from an offset, in order."""
-        return self._events[data.from_offset : data.from_offset + data.limit]
+        data = data or TraceQueryInput()
+        return self._book.events[data.from_offset : data.from_offset + data.limit]
 
-    @workflow.update(name=FEEDBACK_UPDATE)
+    @workflow.update(
+        name=FEEDBACK_UPDATE,
+        description='A human\'s verdict on a task waiting for review: {"task": name or null, '
+        '"approve": true} or {"approve": false, "feedback": "what to change"}.',
+    )
     def feedback(self, data: FeedbackInput) -> FeedbackResult:
         """A human's verdict on a task waiting for review."""
         name = data.task or next(n for n, v in self._waiting.items() if v is None)
@@ -735,6 +716,12 @@ def _event_from_wire(wire: str) -> Event:
     payload = Payload()
     payload.ParseFromString(base64.b64decode(wire))
     return workflow.payload_converter().from_payload(payload, Event)
+
+
+def _one_line(text: str) -> str:
+    """Text as one line: roles written with YAML's ``>`` end in a newline, and an activity
+    summary is a single line in the Web UI."""
+    return " ".join(text.split())
 
 
 def _slim(spec: CrewSpec, task: TaskSpec, agents: list[str]) -> CrewSpec:

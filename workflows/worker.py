@@ -8,18 +8,32 @@ import logging
 from datetime import timedelta
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from kasal.db.journal import JournalStore
 from kasal.settings import Settings, get_settings
 from workflows.crew_workflow import CrewWorkflow
 
 log = logging.getLogger(__name__)
 
-#: Modules the sandbox shares instead of re-importing per run: Kasal's own data types
-#: (deterministic, and re-importing them costs 0.5-1 s per workflow run) and their deps.
-PASSTHROUGH = ("kasal", "activities", "workflows", "pydantic", "pydantic_core", "yaml")
+#: Modules the sandbox shares instead of re-importing per run: only the data modules the
+#: workflow carries (deterministic; re-importing them costs 0.5-1 s per workflow run), the
+#: signing key, and their dependencies. Never a module with workflow code: the sandbox must
+#: re-import those to check their calls (``datetime.now()`` in a workflow must fail).
+PASSTHROUGH = (
+    "kasal.spec",
+    "kasal.execution",
+    "kasal.constants",
+    "kasal.exceptions",
+    "kasal.signing",
+    "activities.models",
+    "pydantic",
+    "pydantic_core",
+    "yaml",
+)
 
 
 def workflow_runner() -> SandboxedWorkflowRunner:
@@ -50,25 +64,30 @@ async def prepare_database(settings: Settings) -> None:
 def build_worker(
     client: Client,
     task_queue: str,
+    sessions: async_sessionmaker[AsyncSession],
     *,
     settings: Settings | None = None,
     executor: concurrent.futures.ThreadPoolExecutor | None = None,
+    journal: JournalStore | None = None,
     **options: Any,
 ) -> Worker:
-    """A worker for crew workflows and their activities on ``task_queue``."""
+    """A worker for crew workflows and their activities on ``task_queue``.
+
+    ``sessions`` reach the app database: the journal of paid calls (``journal``, by
+    default in the same database), blobs, the record.
+    """
     from activities.crew_activities import CrewActivities
     from activities.persistence import PersistenceActivities
+    from kasal import signing
     from kasal.blobs import BlobStore
-    from kasal.db.engine import create_engine, session_factory
     from kasal.tools import load_tool_modules
 
     settings = settings or get_settings()
     load_tool_modules(settings.tool_modules)
-    # One connection per use (no pool): the worker writes rarely (a record per execution,
-    # large outputs), and an unpooled engine needs no disposal when the worker stops.
-    sessions = session_factory(create_engine(settings.resolved_database_url(), pooled=False))
-    activities = CrewActivities(executor=executor, blobs=BlobStore(sessions))
-    persistence = PersistenceActivities(sessions)
+    signing.configure(settings.resolved_worker_secret())
+    journal = journal or JournalStore(sessions)
+    activities = CrewActivities(journal, executor=executor, blobs=BlobStore(sessions))
+    persistence = PersistenceActivities(sessions, journal)
     return Worker(
         client,
         task_queue=task_queue,
@@ -82,8 +101,8 @@ def build_worker(
         workflow_runner=workflow_runner(),
         max_concurrent_activities=settings.max_concurrent_activities,
         max_concurrent_workflow_tasks=settings.max_concurrent_workflow_tasks,
-        # A dead worker's sticky queue holds its workflows' tasks (and the journal query a
-        # resumed task makes) until this passes; the 10 s default slows every recovery.
+        # A dead worker's sticky queue holds its workflows' tasks until this passes; the
+        # 10 s default slows every recovery.
         sticky_queue_schedule_to_start_timeout=timedelta(seconds=1),
         # Heartbeats carry cancellation back: at most 1 s apart, a cancelled task stops
         # within about a second instead of 0.8 x its heartbeat timeout.
@@ -101,14 +120,23 @@ async def run_worker(
     settings: Settings | None = None,
 ) -> None:
     """Run a worker until ``stop`` is set (or for ever)."""
+    from kasal.db.engine import create_engine, session_factory
+
     settings = settings or get_settings()
     await prepare_database(settings)
-    with concurrent.futures.ThreadPoolExecutor(
-        max_workers=settings.max_concurrent_activities, thread_name_prefix="kasal-task"
-    ) as executor:
-        worker = build_worker(client, task_queue, settings=settings, executor=executor)
-        async with worker:
-            log.info("worker polling task queue %s", task_queue)
-            if ready is not None:
-                ready.set()
-            await (stop.wait() if stop is not None else asyncio.Event().wait())
+    # Pooled: every paid LLM call is journaled before CrewAI goes on.
+    engine = create_engine(settings.resolved_database_url())
+    try:
+        with concurrent.futures.ThreadPoolExecutor(
+            max_workers=settings.max_concurrent_activities, thread_name_prefix="kasal-task"
+        ) as executor:
+            worker = build_worker(
+                client, task_queue, session_factory(engine), settings=settings, executor=executor
+            )
+            async with worker:
+                log.info("worker polling task queue %s", task_queue)
+                if ready is not None:
+                    ready.set()
+                await (stop.wait() if stop is not None else asyncio.Event().wait())
+    finally:
+        await engine.dispose()

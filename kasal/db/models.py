@@ -163,3 +163,24 @@ class Blob(Base):
     size: Mapped[int] = mapped_column(Integer)
     data: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class JournalEntry(Base):
+    """One paid call of a task attempt (an LLM response or a tool result), kept so a retried
+    attempt replays it instead of paying again. ``seq`` -1 marks an attempt's start.
+
+    Keyed by workflow run, activity and attempt: each attempt writes only its own rows, so a
+    stale attempt can never rewrite what a newer one journaled.
+    """
+
+    __tablename__ = "journal_entries"
+
+    workflow_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    run_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    activity_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    attempt: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), default="llm")
+    digest: Mapped[str] = mapped_column(String(64), default="")
+    response: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

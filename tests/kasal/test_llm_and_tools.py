@@ -6,6 +6,7 @@ import httpx
 import openai
 import pytest
 
+from activities.journal import decode_response, encode_response
 from kasal.exceptions import (
     ProviderAuthError,
     ProviderRateLimitError,
@@ -17,8 +18,6 @@ from kasal.llm import (
     OfflineLLM,
     build_llm,
     classify_provider_error,
-    decode_response,
-    encode_response,
     offline_default_reason,
 )
 from kasal.spec import LLMSpec
@@ -44,7 +43,8 @@ def test_offline_model_is_deterministic_and_follows_its_script():
 
 
 def test_offline_failures_count_across_attempts():
-    from kasal.llm import CallContext, LLMObserver, ObservedLLM
+    from activities.journal import LLMObserver, ObservedLLM
+    from kasal.llm import CallContext
 
     for attempt, fails in [(1, True), (2, True), (3, False)]:
         inner = OfflineLLM(model="offline/f", options={"fail_first": 2, "fail_with": "rate_limit"})

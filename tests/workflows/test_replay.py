@@ -6,21 +6,17 @@ A change to ``CrewWorkflow`` that alters the commands it issues for an existing 
 
 from __future__ import annotations
 
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from temporalio import workflow
 from temporalio.client import WorkflowHistory
-from temporalio.common import RetryPolicy
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 from temporalio.workflow import NondeterminismError
 
 from kasal.client import start_execution
-from kasal.constants import CREW_WORKFLOW
-from kasal.execution import CrewWorkflowInput
 from tests.helpers import crew
+from tests.workflows.probe_workflows import ReorderedCrewWorkflow
 from workflows.crew_workflow import CrewWorkflow
 from workflows.worker import workflow_runner
 
@@ -67,22 +63,6 @@ async def test_fresh_history_replays(temporal_client, task_queue, worker):
     await handle.result()
     history = await temporal_client.get_workflow_handle(handle.workflow_id).fetch_history()
     await replayer().replay_workflow(history)
-
-
-@workflow.defn(name=CREW_WORKFLOW)
-class ReorderedCrewWorkflow:
-    """An incompatible edit: it runs the crew's last task first."""
-
-    @workflow.run
-    async def run(self, data: CrewWorkflowInput) -> None:
-        for task in reversed(data.spec.tasks):
-            await workflow.execute_activity(
-                "run_task",
-                task.name,
-                activity_id=task.name,
-                start_to_close_timeout=timedelta(seconds=10),
-                retry_policy=RetryPolicy(maximum_attempts=1),
-            )
 
 
 async def test_an_incompatible_change_is_caught():

@@ -1,0 +1,684 @@
+"""Observed calls and their journal: the one home of Kasal's resume-mid-task guarantee.
+
+A task attempt runs CrewAI in a thread. Every LLM call goes through :class:`ObservedLLM`
+and every tool use through :class:`ObservedTool`; both report to the attempt's
+:class:`TaskObserver`, which
+
+- replays, for identical prompts, the responses earlier attempts already paid for,
+- journals each new response in the app database (:mod:`kasal.db.journal`) before CrewAI
+  goes on: once a call returns, its response is durable, so a crash costs at most the one
+  call in flight; a journal that cannot be written fails the attempt (Temporal retries it)
+  rather than let CrewAI go on with a response that a retry would pay for again,
+- stops the attempt at its next call once it is cancelled, or stale (a newer attempt of
+  the same activity has started, e.g. after Temporal timed this one out),
+- sends ``llm_call`` / ``tool_call`` events to the workflow through a :class:`Publisher`
+  that signs them (:mod:`kasal.signing`) and sends them in order, off CrewAI's thread.
+
+:func:`run_observed` wraps an attempt: heartbeats, the thread, cancellation, error mapping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextvars
+import hashlib
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+from crewai.llms import retry as _crewai_retry
+from crewai.llms.base_llm import BaseLLM
+from crewai.tools import BaseTool
+from pydantic import PrivateAttr
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from kasal import signing
+from kasal.constants import EVENTS_SIGNAL
+from kasal.db.journal import AttemptKey, JournalStore
+from kasal.exceptions import InvalidSpecError, KasalError, ProviderError
+from kasal.execution import ActivityEventsInput, Event, EventType, JournalRecord, TokenUsage
+from kasal.llm import classify_provider_error
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: How often a running attempt heartbeats. The worker's heartbeat throttle (1 s) decides how
+#: often one reaches the server, and so how soon a cancellation reaches the attempt.
+HEARTBEAT_EVERY = 0.5
+#: How often CrewAI's thread looks for a cancellation while a provider call is in flight.
+CHECK_EVERY = 0.05
+#: How long a cancelled attempt may take to stop its thread before reporting anyway.
+CANCEL_GRACE = 3.0
+#: How long the journal may take to answer before the attempt gives up and fails.
+JOURNAL_TIMEOUT = 60.0
+
+
+class TaskCancelled(BaseException):
+    """Raised in CrewAI's thread when the attempt must stop: cancelled, or stale.
+
+    A ``BaseException`` so CrewAI's ``except Exception`` handlers do not swallow it.
+    """
+
+
+class StaleAttempt(TaskCancelled):
+    """A newer attempt of the same activity runs: this one stops without paying more."""
+
+
+class JournalUnavailable(BaseException):
+    """The journal could not be written: the attempt fails and Temporal retries it.
+
+    A ``BaseException`` so CrewAI cannot catch it and carry on with an unjournaled answer.
+    """
+
+
+def prompt_hash(messages: list[dict[str, Any]]) -> str:
+    """A stable digest of the messages sent to an LLM."""
+    canonical = json.dumps(
+        [{"role": m.get("role"), "content": m.get("content")} for m in messages],
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+# -- the journal's codec --------------------------------------------------------------------
+
+_TOOL_CALLS_MARK = "\x00kasal-tool-calls:"  # noqa: S105
+
+
+def encode_response(result: Any) -> str:
+    """An LLM response as journal text: plain text, or native tool calls as marked JSON."""
+    if isinstance(result, str):
+        return result
+    if isinstance(result, list):
+        calls = [c.model_dump() if hasattr(c, "model_dump") else c for c in result]
+        kind = "openai" if result and hasattr(result[0], "model_dump") else "dict"
+        return _TOOL_CALLS_MARK + json.dumps({"kind": kind, "calls": calls}, default=str)
+    return str(result)
+
+
+def decode_response(text: str) -> Any:
+    """The inverse of :func:`encode_response`: what the provider returned, rebuilt."""
+    if not text.startswith(_TOOL_CALLS_MARK):
+        return text
+    data = json.loads(text[len(_TOOL_CALLS_MARK) :])
+    if data["kind"] == "openai":
+        from openai.types.chat import ChatCompletionMessageToolCall
+
+        return [ChatCompletionMessageToolCall.model_validate(c) for c in data["calls"]]
+    return list(data["calls"])
+
+
+# -- what the observed wrappers report to ---------------------------------------------------
+
+
+@dataclass
+class LLMCallRecord:
+    """What the observer hears after each call."""
+
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    latency_ms: float
+    response: str
+    replayed: bool = False
+
+
+class LLMObserver:
+    """Hooks around every LLM call of a task. The base class observes nothing."""
+
+    def before_call(self, messages: list[dict[str, Any]]) -> str | None:
+        """Called before the provider; return a response to use it instead (journal replay).
+
+        Raising here (for example because the task was cancelled) aborts the call.
+        """
+        return None
+
+    def after_call(self, record: LLMCallRecord, messages: list[dict[str, Any]]) -> None:
+        """Called after each successful call."""
+
+    def check(self) -> None:
+        """Called every few milliseconds while a provider call is in flight; raising here
+        abandons the call (its thread finishes on its own and its answer is dropped)."""
+
+    def on_tool(self, data: dict[str, Any]) -> None:
+        """Called after each tool use."""
+
+
+def call_abandonable(check: Callable[[], None], fn: Callable[..., T], *args: Any, **kw: Any) -> T:
+    """``fn(*args, **kw)`` in a daemon thread of its own, while ``check()`` runs every
+    :data:`CHECK_EVERY` seconds: when it raises, the call is abandoned (a blocking HTTP
+    request cannot be interrupted; its answer is dropped, and it never delays exit)."""
+    future: concurrent.futures.Future[T] = concurrent.futures.Future()
+    run = contextvars.copy_context().run
+
+    def target() -> None:
+        try:
+            future.set_result(run(fn, *args, **kw))
+        except BaseException as exc:  # handed to the waiting thread
+            future.set_exception(exc)
+
+    threading.Thread(target=target, name="kasal-llm-call", daemon=True).start()
+    while True:
+        try:
+            return future.result(timeout=CHECK_EVERY)
+        except concurrent.futures.TimeoutError:
+            check()
+
+
+def _as_messages(messages: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
+    if isinstance(messages, str):
+        return [{"role": "user", "content": messages}]
+    return [dict(m) for m in messages]
+
+
+class ObservedLLM(BaseLLM):
+    """Wraps a provider's LLM so every call is observed: events, journal, cancellation.
+
+    Errors are translated into Kasal's provider errors, which say whether a retry can help.
+    """
+
+    llm_type: str = "observed"
+    _inner: BaseLLM = PrivateAttr()
+    _observer: LLMObserver = PrivateAttr(default_factory=LLMObserver)
+
+    @classmethod
+    def wrap(cls, inner: BaseLLM, observer: LLMObserver) -> ObservedLLM:
+        """An observed LLM around ``inner``."""
+        llm = cls(model=inner.model, temperature=inner.temperature, stop=list(inner.stop))
+        llm._inner = inner
+        llm._observer = observer
+        return llm
+
+    @property
+    def inner(self) -> BaseLLM:
+        """The provider's LLM."""
+        return self._inner
+
+    def supports_function_calling(self) -> bool:
+        # Not declared on BaseLLM, but every provider class has it.
+        return bool(getattr(self._inner, "supports_function_calling", lambda: False)())
+
+    def supports_stop_words(self) -> bool:
+        return bool(self._inner.supports_stop_words())
+
+    def get_context_window_size(self) -> int:
+        return int(self._inner.get_context_window_size())
+
+    def call(  # type: ignore[override]
+        self,
+        messages: str | list[dict[str, Any]],
+        tools: Any = None,
+        callbacks: Any = None,
+        available_functions: Any = None,
+        from_task: Any = None,
+        from_agent: Any = None,
+        response_model: Any = None,
+    ) -> Any:
+        msgs = _as_messages(messages)
+        replayed = self._observer.before_call(msgs)
+        if replayed is not None:
+            self._observer.after_call(
+                LLMCallRecord(self.model, 0, 0, 0.0, replayed, replayed=True), msgs
+            )
+            return decode_response(replayed)
+        before = self._inner.get_token_usage_summary()
+        started = time.perf_counter()
+        # Temporal owns retries: CrewAI's own rate-limit retry loop steps aside when it
+        # believes one is already running.
+        token = _crewai_retry._active_llm_rate_limit_retry.set(True)
+        try:
+            self._inner.stop = list(self.stop)
+            result = call_abandonable(
+                self._observer.check,
+                self._inner.call,
+                messages,
+                tools=tools,
+                callbacks=callbacks,
+                available_functions=available_functions,
+                from_task=from_task,
+                from_agent=from_agent,
+                response_model=response_model,
+            )
+        except ProviderError:
+            raise
+        except Exception as exc:
+            raise classify_provider_error(exc) from exc
+        finally:
+            _crewai_retry._active_llm_rate_limit_retry.reset(token)
+        latency = (time.perf_counter() - started) * 1000
+        after = self._inner.get_token_usage_summary()
+        prompt = after.prompt_tokens - before.prompt_tokens
+        completion = after.completion_tokens - before.completion_tokens
+        self._track_token_usage_internal(
+            {
+                "prompt_tokens": prompt,
+                "completion_tokens": completion,
+                "total_tokens": prompt + completion,
+            }
+        )
+        text = encode_response(result)
+        self._observer.after_call(
+            LLMCallRecord(self.model, prompt, completion, latency, text), msgs
+        )
+        return result
+
+    call._crewai_rate_limit_wrapped = True  # type: ignore[attr-defined]
+
+
+class ObservedTool(BaseTool):
+    """A tool wrapper that reports each use (name, input, output, duration)."""
+
+    _inner: BaseTool = PrivateAttr()
+    _observer: LLMObserver = PrivateAttr(default_factory=LLMObserver)
+
+    @classmethod
+    def wrap(cls, inner: BaseTool, observer: LLMObserver) -> ObservedTool:
+        """Observe ``inner``: same name, description and arguments."""
+        tool = cls(
+            name=inner.name,
+            description=inner.description,
+            args_schema=inner.args_schema,
+            result_as_answer=inner.result_as_answer,
+        )
+        tool._inner = inner
+        tool._observer = observer
+        return tool
+
+    def _run(self, *args: Any, **kwargs: Any) -> Any:
+        self._observer.check()
+        started = time.perf_counter()
+        error: str | None = None
+        output: Any = None
+        try:
+            output = self._inner.run(*args, **kwargs)
+            return output
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            self._observer.on_tool(
+                {
+                    "tool": self.name,
+                    "input": kwargs or list(args),
+                    "output": None if output is None else str(output)[:500],
+                    "error": error,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                }
+            )
+
+
+# -- events to the workflow -----------------------------------------------------------------
+
+
+class Publisher:
+    """Signs events and sends them to the workflow in order, in batches, off CrewAI's thread.
+
+    Events are what people watch, not what durability rests on (the journal is): a batch the
+    workflow cannot be reached for is retried a few times, then dropped with a warning.
+    """
+
+    SEND_TRIES = 5
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        send: Callable[[ActivityEventsInput], Awaitable[Any]],
+        *,
+        workflow_id: str,
+        task: str,
+        activity_id: str,
+        attempt: int,
+    ) -> None:
+        self.loop = loop
+        self._send = send
+        self._workflow_id = workflow_id
+        self.task = task
+        self.activity_id = activity_id
+        self.attempt = attempt
+        self._prefix = f"{activity_id}-a{attempt}-{uuid.uuid4().hex[:8]}"
+        self._seq = 0
+        self._lock = threading.Lock()
+        self._queue: list[Event] = []
+        self._closed = False
+        self._sender: asyncio.Task[None] | None = None
+
+    def event(self, kind: EventType, agent: str | None, data: dict[str, Any]) -> Event:
+        """A new event of this attempt (ids unique across attempts and workers)."""
+        with self._lock:
+            self._seq += 1
+            seq = self._seq
+        return Event(
+            type=kind,
+            timestamp=datetime.now(UTC),
+            task=self.task,
+            agent=agent,
+            attempt=self.attempt,
+            data=data,
+            event_id=f"{self._prefix}-{seq}",
+        )
+
+    def batch(self, events: list[Event]) -> ActivityEventsInput:
+        """A signed batch of ``events``."""
+        batch = ActivityEventsInput(
+            task=self.task, attempt=self.attempt, events=events, journal_key=self.activity_id
+        )
+        batch.signature = signing.sign(self._workflow_id, batch.signed_body())
+        return batch
+
+    def publish(self, events: list[Event]) -> None:
+        """Queue events for sending; callable from any thread, returns at once."""
+        self.loop.call_soon_threadsafe(self._enqueue, events)
+
+    def _enqueue(self, events: list[Event]) -> None:
+        if self._closed:
+            return
+        self._queue.extend(events)
+        if self._sender is None or self._sender.done():
+            self._sender = asyncio.create_task(self._drain())
+
+    async def _drain(self) -> None:
+        # One batch in flight at a time: events stay in order, and what piles up meanwhile
+        # goes in the next batch (one signal for many events under load).
+        while self._queue:
+            events, self._queue = self._queue, []
+            await self._deliver(events)
+
+    async def send_now(self, events: list[Event]) -> None:
+        """Send ``events`` after everything queued, and wait until they are delivered."""
+        await self.flush()
+        await self._deliver(events)
+
+    async def flush(self) -> None:
+        """Wait until every queued event is sent (or given up on)."""
+        await asyncio.sleep(0)  # let events queued from CrewAI's thread land first
+        while self._sender is not None and not self._sender.done():
+            await asyncio.shield(self._sender)
+
+    async def close(self, *, discard: bool = False) -> None:
+        """Send what is queued (or drop it: a cancelled attempt's last answer is dropped)."""
+        if discard:
+            self._queue.clear()
+            if self._sender is not None:
+                self._sender.cancel()
+                await asyncio.gather(self._sender, return_exceptions=True)
+        else:
+            await self.flush()
+        self._closed = True
+
+    async def _deliver(self, events: list[Event]) -> None:
+        batch = self.batch(events)
+        for attempt in range(self.SEND_TRIES):
+            try:
+                await self._send(batch)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if attempt + 1 == self.SEND_TRIES:
+                    log.warning("could not send %d event(s) to the workflow: %s", len(events), exc)
+                    return
+                await asyncio.sleep(0.2 * 2**attempt)
+
+
+# -- one attempt's observer -----------------------------------------------------------------
+
+
+class TaskObserver(LLMObserver):
+    """Journals, replays, reports and guards every LLM call and tool use of one attempt."""
+
+    def __init__(
+        self,
+        publisher: Publisher,
+        agent: str,
+        store: JournalStore,
+        key: AttemptKey,
+        journal: list[JournalRecord],
+        cancelled: threading.Event,
+    ) -> None:
+        self.publisher = publisher
+        self.agent = agent
+        self.store = store
+        self.key = key
+        self.journal = journal
+        self.cancelled = cancelled
+        self.calls = 0
+        self.replayed = 0
+        self.usage = TokenUsage()
+        self._pending_hash = ""
+        self._pending_tools: list[Event] = []
+
+    def check(self) -> None:
+        """Stop the task's thread here if the attempt was cancelled."""
+        if self.cancelled.is_set():
+            raise TaskCancelled("task cancelled")
+
+    def _run(self, coro: Awaitable[T]) -> T:
+        """Run a journal operation on the activity's event loop; a failure fails the attempt."""
+        future = asyncio.run_coroutine_threadsafe(coro, self.publisher.loop)  # type: ignore[arg-type]
+        try:
+            return future.result(timeout=JOURNAL_TIMEOUT)
+        except BaseException as exc:
+            future.cancel()
+            raise JournalUnavailable(f"the journal could not be reached: {exc}") from exc
+
+    def before_call(self, messages: list[dict[str, Any]]) -> str | None:
+        self.check()
+        digest = prompt_hash(messages)
+        self._pending_hash = digest
+        if self.calls < len(self.journal):
+            entry = self.journal[self.calls]
+            if entry.kind == "llm" and entry.prompt_hash == digest:
+                return entry.response
+        # Past the journal (or the prompts changed): everything after is paid for again,
+        # unless a newer attempt already runs, which would pay for it too.
+        del self.journal[self.calls :]
+        newest = self._run(self.store.newest_attempt(self.key))
+        if newest > self.key.attempt:
+            raise StaleAttempt(f"attempt {newest} of this task has started; this one stops")
+        return None
+
+    def after_call(self, record: LLMCallRecord, messages: list[dict[str, Any]]) -> None:
+        # A cancellation that arrived while the provider answered: the answer is dropped.
+        self.check()
+        seq = self.calls
+        self.calls += 1
+        data: dict[str, Any] = {
+            "model": record.model,
+            "prompt_tokens": record.prompt_tokens,
+            "completion_tokens": record.completion_tokens,
+            "latency_ms": round(record.latency_ms, 2),
+            "call": seq + 1,
+            "replayed": record.replayed,
+        }
+        if record.replayed:
+            self.replayed += 1
+        else:
+            entry = JournalRecord(
+                seq=seq, kind="llm", prompt_hash=self._pending_hash, response=record.response
+            )
+            # Durable before CrewAI goes on: a retry replays it instead of paying again.
+            self._run(self.store.append(self.key, entry))
+            self.journal.append(entry)
+            self.usage = self.usage + TokenUsage(
+                prompt_tokens=record.prompt_tokens,
+                completion_tokens=record.completion_tokens,
+                total_tokens=record.prompt_tokens + record.completion_tokens,
+                requests=1,
+            )
+        events = [*self._pending_tools, self.publisher.event(EventType.LLM_CALL, self.agent, data)]
+        self._pending_tools = []
+        self.publisher.publish(events)
+
+    def on_tool(self, data: dict[str, Any]) -> None:
+        self._pending_tools.append(self.publisher.event(EventType.TOOL_CALL, self.agent, data))
+
+    def flush(self) -> None:
+        """Queue the tool events not yet followed by an LLM call."""
+        if self._pending_tools:
+            events, self._pending_tools = self._pending_tools, []
+            self.publisher.publish(events)
+
+
+# -- one attempt, run -----------------------------------------------------------------------
+
+
+def as_application_error(exc: BaseException) -> ApplicationError:
+    """A Temporal error that tells the retry policy whether trying again can help."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, JournalUnavailable):
+            return ApplicationError(str(cause), type="journal_unavailable")
+        if isinstance(cause, KasalError):
+            retryable = isinstance(cause, ProviderError) and cause.retryable
+            if isinstance(cause, InvalidSpecError):
+                retryable = False
+            retry_after = getattr(cause, "retry_after", None)
+            return ApplicationError(
+                str(cause),
+                {"retry_after": retry_after},
+                type=cause.code,
+                non_retryable=not retryable,
+                # A provider that says when to come back is obeyed over the backoff.
+                next_retry_delay=timedelta(seconds=retry_after) if retry_after else None,
+            )
+        cause = cause.__cause__ or cause.__context__
+    return ApplicationError(f"{type(exc).__name__}: {exc}", type=type(exc).__name__)
+
+
+async def run_observed(
+    store: JournalStore,
+    executor: concurrent.futures.Executor | None,
+    task: str,
+    agent: str,
+    work: Callable[[TaskObserver, int], str],
+) -> tuple[str, TaskObserver, int]:
+    """Run ``work`` in a thread as one observed attempt of the calling activity.
+
+    Heartbeats from the first moment, journals and replays calls, sends events, stops on
+    cancellation (within about a heartbeat) and maps errors to retryable or not.
+    """
+    info = activity.info()
+    workflow_id = info.workflow_id or ""
+    handle = activity.client().get_workflow_handle(workflow_id, run_id=info.workflow_run_id)
+
+    async def send(batch: ActivityEventsInput) -> None:
+        await handle.signal(EVENTS_SIGNAL, batch)
+
+    every = HEARTBEAT_EVERY
+    if info.heartbeat_timeout:
+        every = min(every, max(info.heartbeat_timeout.total_seconds() / 3, 0.1))
+    progress = [0]
+
+    async def beat() -> None:
+        while True:
+            activity.heartbeat(progress[0])
+            await asyncio.sleep(every)
+
+    heart = asyncio.create_task(beat())
+    attempt = info.attempt
+    publisher = Publisher(
+        asyncio.get_running_loop(),
+        send,
+        workflow_id=workflow_id,
+        task=task,
+        activity_id=info.activity_id,
+        attempt=attempt,
+    )
+    cancelled = threading.Event()
+    try:
+        key = AttemptKey(workflow_id, info.workflow_run_id or "", info.activity_id, attempt)
+        try:
+            journal = await store.begin(key)
+        except Exception as exc:
+            raise ApplicationError(
+                f"the journal could not be reached: {exc}", type="journal_unavailable"
+            ) from None
+        if attempt > 1:
+            started = publisher.event(
+                EventType.TASK_STARTED,
+                agent,
+                {"journaled_calls": len(journal), "resumed": True, "step": info.activity_id},
+            )
+            await publisher.send_now([started])
+        observer = TaskObserver(publisher, agent, store, key, journal, cancelled)
+
+        def run() -> str:
+            try:
+                return work(observer, attempt)
+            finally:
+                observer.flush()
+
+        future = asyncio.get_running_loop().run_in_executor(executor, run)
+        try:
+            while not future.done():
+                progress[0] = observer.calls
+                await asyncio.wait({future}, timeout=0.5)
+            raw = future.result()
+            await publisher.close()
+            return raw, observer, attempt
+        except asyncio.CancelledError:
+            # Stop CrewAI at its next call or tool use (or abandon its provider call now),
+            # drop what it had not yet reported, then report the cancellation.
+            cancelled.set()
+            await publisher.close(discard=True)
+            await asyncio.wait({future}, timeout=CANCEL_GRACE)
+            future.add_done_callback(lambda f: f.cancelled() or f.exception())
+            raise
+        except StaleAttempt as exc:
+            await publisher.close(discard=True)
+            raise ApplicationError(str(exc), type="stale_attempt") from None
+        except TaskCancelled as exc:
+            await publisher.close(discard=True)
+            raise asyncio.CancelledError() from exc
+        except BaseException as exc:
+            error = as_application_error(exc)
+            await publisher.close()
+            await _report_retry(publisher, agent, error, info)
+            raise error from None  # provider chains can be cyclic; the message says it
+    finally:
+        heart.cancel()
+
+
+async def _report_retry(
+    publisher: Publisher, agent: str, error: ApplicationError, info: activity.Info
+) -> None:
+    """Say that this attempt failed and when Temporal will retry it (if it will)."""
+    policy = info.retry_policy
+    max_attempts = policy.maximum_attempts if policy else 0
+    will_retry = not error.non_retryable and (max_attempts == 0 or info.attempt < max_attempts)
+    if policy and policy.non_retryable_error_types and error.type:
+        will_retry = will_retry and error.type not in policy.non_retryable_error_types
+    if not will_retry:
+        return
+    event = publisher.event(
+        EventType.TASK_RETRYING,
+        agent,
+        {
+            "error": str(error.message),
+            "error_type": error.type,
+            "next_attempt": info.attempt + 1,
+            "max_attempts": max_attempts or None,
+            "retry_in_seconds": _next_delay(policy, info.attempt),
+        },
+    )
+    await publisher.send_now([event])
+
+
+def _next_delay(policy: Any, attempt: int) -> float | None:
+    if policy is None:
+        return None
+    initial = policy.initial_interval or timedelta(seconds=1)
+    delay = initial.total_seconds() * (policy.backoff_coefficient ** (attempt - 1))
+    if policy.maximum_interval:
+        delay = min(delay, policy.maximum_interval.total_seconds())
+    return round(delay, 3)

@@ -1,0 +1,151 @@
+"""The observer of one task attempt: replay, journal, staleness, cancellation, events.
+
+CrewAI calls the observer from its own thread; these tests do the same, against a real
+SQLite journal, with the events the observer publishes captured as signed batches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from activities.journal import (
+    JournalUnavailable,
+    LLMCallRecord,
+    Publisher,
+    StaleAttempt,
+    TaskCancelled,
+    TaskObserver,
+    prompt_hash,
+)
+from kasal import signing
+from kasal.db.engine import create_engine, session_factory
+from kasal.db.journal import AttemptKey, JournalStore
+from kasal.db.migrate import migrate
+from kasal.execution import ActivityEventsInput, JournalRecord
+
+MESSAGES = [{"role": "user", "content": "What is 6 x 7?"}]
+
+
+@pytest.fixture
+async def store(tmp_path):
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'journal.db'}")
+    await migrate(engine)
+    try:
+        yield JournalStore(session_factory(engine))
+    finally:
+        await engine.dispose()
+
+
+class Sent:
+    """The batches a publisher delivered."""
+
+    def __init__(self) -> None:
+        self.batches: list[ActivityEventsInput] = []
+
+    async def __call__(self, batch: ActivityEventsInput) -> None:
+        self.batches.append(batch)
+
+    @property
+    def events(self):
+        return [e for b in self.batches for e in b.events]
+
+
+async def observer_for(store, attempt=1, journal=None) -> tuple[TaskObserver, Sent]:
+    signing.configure("test-secret")
+    sent = Sent()
+    key = AttemptKey("wf-1", "run-1", "task", attempt)
+    journal = await store.begin(key) if journal is None else journal
+    publisher = Publisher(
+        asyncio.get_running_loop(),
+        sent,
+        workflow_id="wf-1",
+        task="task",
+        activity_id="task",
+        attempt=attempt,
+    )
+    return TaskObserver(publisher, "agent", store, key, journal, threading.Event()), sent
+
+
+def paid(response: str) -> LLMCallRecord:
+    return LLMCallRecord("m", 10, 5, 12.0, response)
+
+
+async def in_thread(fn, *args):
+    return await asyncio.to_thread(fn, *args)
+
+
+async def test_a_paid_call_is_journaled_before_crewai_goes_on_and_replayed_by_the_retry(store):
+    first, sent = await observer_for(store)
+    assert await in_thread(first.before_call, MESSAGES) is None
+    await in_thread(first.after_call, paid("42"), MESSAGES)
+    await first.publisher.close()
+    # Durable already: the next attempt replays it without asking the provider.
+    second, _ = await observer_for(store, attempt=2)
+    assert await in_thread(second.before_call, MESSAGES) == "42"
+    # Events carry a signature the workflow can check; token usage counted once.
+    (batch,) = sent.batches
+    assert signing.verify("wf-1", batch.signed_body(), batch.signature)
+    assert not signing.verify("wf-2", batch.signed_body(), batch.signature)
+    assert first.usage.total_tokens == 15
+
+
+async def test_changed_prompts_are_paid_for_again(store):
+    journal = [JournalRecord(seq=0, prompt_hash="other", response="old")]
+    observer, _ = await observer_for(store, attempt=2, journal=journal)
+    assert await in_thread(observer.before_call, MESSAGES) is None
+    assert observer.journal == []
+
+
+async def test_an_unwritable_journal_fails_the_attempt_instead_of_going_on(store):
+    class Down(JournalStore):
+        async def append(self, key, record):
+            if record.seq >= 0:  # the attempt started; the database went down after
+                raise ConnectionError("database is down")
+
+    observer, sent = await observer_for(Down(store.sessions))
+    await in_thread(observer.before_call, MESSAGES)
+    with pytest.raises(JournalUnavailable, match="database is down"):
+        await in_thread(observer.after_call, paid("42"), MESSAGES)
+    await observer.publisher.close()
+    assert sent.events == [] and observer.journal == []
+    # A BaseException: CrewAI's ``except Exception`` cannot swallow it and carry on.
+    assert not issubclass(JournalUnavailable, Exception)
+
+
+async def test_a_stale_attempt_stops_before_paying_again(store):
+    stale, _ = await observer_for(store, attempt=1)
+    await in_thread(stale.before_call, MESSAGES)
+    await in_thread(stale.after_call, paid("first"), MESSAGES)
+    await store.begin(AttemptKey("wf-1", "run-1", "task", 2))  # Temporal retried elsewhere
+    with pytest.raises(StaleAttempt):
+        await in_thread(stale.before_call, MESSAGES + [{"role": "user", "content": "next"}])
+
+
+async def test_an_answer_that_arrives_after_the_cancel_is_dropped(store):
+    observer, sent = await observer_for(store)
+    await in_thread(observer.before_call, MESSAGES)
+    observer.cancelled.set()  # cancelled while the provider was answering
+    with pytest.raises(TaskCancelled):
+        await in_thread(observer.after_call, paid("late"), MESSAGES)
+    await observer.publisher.close()
+    assert sent.events == [] and observer.journal == []
+    assert await store.begin(AttemptKey("wf-1", "run-1", "task", 2)) == []
+
+
+async def test_events_keep_their_order_across_batches(store):
+    observer, sent = await observer_for(store)
+    for n in range(20):
+        messages = [{"role": "user", "content": f"call {n}"}]
+        await in_thread(observer.before_call, messages)
+        await in_thread(observer.after_call, paid(str(n)), messages)
+    await observer.publisher.close()
+    assert [e.data["call"] for e in sent.events] == list(range(1, 21))
+    assert len({e.event_id for e in sent.events}) == 20
+
+
+def test_prompt_hash_ignores_everything_but_role_and_content():
+    assert prompt_hash(MESSAGES) == prompt_hash([{**MESSAGES[0], "name": "x"}])
+    assert prompt_hash(MESSAGES) != prompt_hash([{"role": "system", "content": "What is 6 x 7?"}])

@@ -1,0 +1,47 @@
+"""The workflow sandbox checks Kasal's workflow code: only data modules pass through it."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+from temporalio.client import WorkflowFailureError
+from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox._importer import Importer
+
+from tests.workflows.probe_workflows import ClockReadingWorkflow
+from workflows.worker import PASSTHROUGH, workflow_runner
+
+
+def test_workflow_modules_are_not_passed_through():
+    importer = Importer(workflow_runner().restrictions, None)  # type: ignore[arg-type]
+    for module in ("workflows.crew_workflow", "workflows.bookkeeping", "workflows.worker"):
+        assert not importer.module_configured_passthrough(module), module
+    for module in ("kasal.spec", "kasal.execution", "activities.models", "kasal.signing"):
+        assert importer.module_configured_passthrough(module), module
+    # Whole packages would take the workflow modules in with them.
+    assert not {"kasal", "activities", "workflows"} & set(PASSTHROUGH)
+
+
+async def test_a_clock_read_in_workflow_code_is_caught(temporal_client):
+    """Run with Kasal's sandbox settings, ``datetime.now()`` fails the workflow task."""
+    queue = f"sandbox-{uuid.uuid4().hex[:8]}"
+    async with Worker(
+        temporal_client,
+        task_queue=queue,
+        workflows=[ClockReadingWorkflow],
+        workflow_runner=workflow_runner(),
+        workflow_failure_exception_types=[Exception],
+    ):
+        with pytest.raises(WorkflowFailureError) as failure:
+            await asyncio.wait_for(
+                temporal_client.execute_workflow(
+                    ClockReadingWorkflow.run, id=f"clock-{uuid.uuid4()}", task_queue=queue
+                ),
+                30,
+            )
+    assert (
+        "RestrictedWorkflowAccessError" in repr(failure.value.cause)
+        or "restricted" in str(failure.value.cause).lower()
+    )
