@@ -69,24 +69,44 @@ def _fail(exc: KasalError) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _describe(event: Event) -> str | None:
+def _describe(event: Event, *, hierarchical: bool = False) -> str | None:
+    """One line of the live view for ``event`` (None: not shown).
+
+    Work lines (LLM and tool calls) name the agent that did them, which in a hierarchical
+    crew is the coworker the manager delegated to, not the agent the task names.
+    """
     data = event.data
     task = f"[cyan]{event.task}[/]" if event.task else ""
+    who = f" [bold]{event.agent}[/]" if event.agent else ""
     match event.type:
         case EventType.EXECUTION_STARTED:
             return f"▶ crew [bold]{data.get('crew')}[/] started: {len(data.get('tasks', []))} tasks"
         case EventType.TASK_STARTED:
             extra = f" (attempt {event.attempt})" if (event.attempt or 1) > 1 else ""
+            if hierarchical:
+                return f"  … {task} started: the manager plans and delegates{extra}"
             return f"  … {task} started by {event.agent}{extra}"
+        case EventType.DELEGATION:
+            work = " ".join(str(data.get("work", "")).split())
+            work = work if len(work) <= 100 else work[:99] + "…"
+            return (
+                f"  → {task} manager step {data.get('step')}: delegated to "
+                f"[bold]{data.get('coworker') or event.agent}[/]: {work}"
+            )
+        case EventType.EXECUTION_CONTINUED:
+            return (
+                f"  [dim]↪ continued as new (run {int(data.get('generation', 0)) + 1}, "
+                f"{data.get('completed_tasks', 0)} tasks done): a fresh history, same execution[/]"
+            )
         case EventType.LLM_CALL:
             tokens = int(data.get("prompt_tokens", 0)) + int(data.get("completion_tokens", 0))
             replay = " [dim](replayed from journal)[/]" if data.get("replayed") else ""
             return (
-                f"    · {task} LLM call {data.get('model')}: {tokens} tokens, "
+                f"    · {task}{who} LLM call {data.get('model')}: {tokens} tokens, "
                 f"{data.get('latency_ms', 0):.0f} ms{replay}"
             )
         case EventType.TOOL_CALL:
-            return f"    · {task} tool {data.get('tool')}({json.dumps(data.get('input'))})"
+            return f"    · {task}{who} tool {data.get('tool')}({json.dumps(data.get('input'))})"
         case EventType.TASK_RETRYING:
             return (
                 f"  [yellow]↻ {task} attempt {event.attempt} failed: {data.get('error')}; "
@@ -161,8 +181,9 @@ async def _run(spec: CrewSpec, inputs: dict[str, Any], as_json: bool, detach: bo
             if as_json:
                 print(json.dumps({"execution_id": handle.id, "workflow_id": handle.workflow_id}))
             return 0
+        hierarchical = spec.process == "hierarchical"
         async for event in handle.events():
-            if (line := _describe(event)) is not None:
+            if (line := _describe(event, hierarchical=hierarchical)) is not None:
                 show.print(line, highlight=False)
         try:
             result = await handle.result()
@@ -188,12 +209,14 @@ async def _run(spec: CrewSpec, inputs: dict[str, Any], as_json: bool, detach: bo
 
 @app.command()
 def validate(spec_file: Annotated[Path, typer.Argument(help="Crew spec, YAML or JSON.")]) -> None:
-    """Check a crew spec and print it normalised."""
+    """Check a crew spec and print it normalised (YAML, usable as a spec file)."""
     try:
         spec = CrewSpec.from_file(spec_file)
     except KasalError as exc:
         raise _fail(exc) from None
-    out.print(spec.to_yaml(), highlight=False, markup=False)
+    # Plainly, not through rich: rich wraps long lines at the terminal width, which breaks
+    # YAML (a wrapped plain scalar is another key, or a syntax error).
+    sys.stdout.write(spec.to_yaml())
 
 
 @app.command()
