@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -156,7 +157,7 @@ async def _run(spec: CrewSpec, inputs: dict[str, Any], as_json: bool, detach: bo
 
     settings = get_settings()
     show = err if as_json else out
-    if settings.embedded:
+    if offline_fallback_for(settings):
         spec, notes = with_offline_fallback(spec)
         if notes:
             show.print(
@@ -168,11 +169,13 @@ async def _run(spec: CrewSpec, inputs: dict[str, Any], as_json: bool, detach: bo
     if offline:
         show.print(f"[dim]offline model: {', '.join(offline)}[/]", highlight=False)
     async with Runtime(settings, in_process_worker=settings.embedded and not detach) as rt:
-        if detach and rt.server is not None and rt.server.process is not None:
+        if detach and rt.server is not None and not rt.adopted_server:
             raise TemporalUnavailableError(
                 "--detach needs a Temporal that outlives this command: run `kasal dev` "
                 "in another terminal, or set KASAL_TEMPORAL_ADDRESS"
             )
+        for line in rt.describe():
+            show.print(f"[dim]{line}[/]", highlight=False)
         if rt.server is not None and rt.server.ui_url:
             show.print(f"[dim]Temporal Web UI: {rt.server.ui_url}[/]")
         handle = await rt.start_execution(spec, inputs)
@@ -219,9 +222,24 @@ def validate(spec_file: Annotated[Path, typer.Argument(help="Crew spec, YAML or 
     sys.stdout.write(spec.to_yaml())
 
 
+#: The line ``kasal worker`` prints on stderr once it polls its task queue.
+READY_LINE = "kasal worker ready"
+
+
 @app.command()
-def worker() -> None:
-    """Run a worker against the configured Temporal (KASAL_TEMPORAL_ADDRESS)."""
+def worker(
+    ready_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write this file (JSON: pid, address, namespace, task queue) once the worker "
+            "polls its task queue; removed at exit. For scripts and health checks.",
+        ),
+    ] = None,
+) -> None:
+    """Run a worker against the configured Temporal (KASAL_TEMPORAL_ADDRESS).
+
+    Ready once it prints ``kasal worker ready: ...`` on stderr (and writes ``--ready-file``).
+    """
     settings = get_settings()
     if settings.embedded:
         raise _fail(
@@ -232,23 +250,50 @@ def worker() -> None:
         )
     _setup_logging()
     try:
-        asyncio.run(_worker(settings))
+        asyncio.run(_worker(settings, ready_file))
     except KasalError as exc:
         raise _fail(exc) from None
+    finally:
+        if ready_file is not None:
+            ready_file.unlink(missing_ok=True)  # a stale file must not claim readiness
 
 
-async def _worker(settings: Settings) -> None:
+async def _worker(settings: Settings, ready_file: Path | None = None) -> None:
     from kasal.client import connect, ensure_search_attributes
     from workflows.worker import run_worker
 
     client = await connect(settings.temporal_address, settings.temporal_namespace)
     await ensure_search_attributes(client)
     stop = _stop_on_signals()
-    err.print(
-        f"worker on {settings.temporal_address}, namespace {settings.temporal_namespace}, "
+    ready = asyncio.Event()
+    where = (
+        f"Temporal {settings.temporal_address}, namespace {settings.temporal_namespace}, "
         f"task queue {settings.task_queue}"
     )
-    await run_worker(client, settings.task_queue, stop=stop, settings=settings)
+    err.print(f"worker starting: {where}", highlight=False)
+    running = asyncio.create_task(
+        run_worker(client, settings.task_queue, stop=stop, ready=ready, settings=settings)
+    )
+    waiting = asyncio.create_task(ready.wait())
+    await asyncio.wait({running, waiting}, return_when=asyncio.FIRST_COMPLETED)
+    if ready.is_set():
+        if ready_file is not None:
+            ready_file.parent.mkdir(parents=True, exist_ok=True)
+            ready_file.write_text(
+                json.dumps(
+                    {
+                        "pid": os.getpid(),
+                        "address": settings.temporal_address,
+                        "namespace": settings.temporal_namespace,
+                        "task_queue": settings.task_queue,
+                    }
+                )
+            )
+        # Plain print, flushed: scripts wait for this line.
+        print(f"{READY_LINE}: polling {where}", file=sys.stderr, flush=True)
+    else:
+        waiting.cancel()
+    await running
 
 
 @app.command()
@@ -269,10 +314,36 @@ def dev(
             )
         )
     _setup_logging()
+    if offline_fallback_for(settings):
+        # The API's execution starts read the process settings: turn it on there too.
+        os.environ["KASAL_OFFLINE_FALLBACK"] = "true"
+        get_settings.cache_clear()
+        from kasal.llm import offline_default_reason
+
+        if reason := offline_default_reason():
+            err.print(
+                f"[yellow]{reason}: agents without a provider key run on the offline model "
+                "(each execution logs which and why); KASAL_OFFLINE_FALLBACK=false to fail "
+                "instead[/]",
+                highlight=False,
+            )
     try:
         asyncio.run(_dev(api_port, host))
     except KasalError as exc:
         raise _fail(exc) from None
+
+
+def offline_fallback_for(settings: Settings, environ: dict[str, str] | None = None) -> bool:
+    """Whether ``kasal run`` and ``kasal dev`` (its API too) run keyless agents offline.
+
+    On the embedded default, yes (a fresh machine runs the example crew, through the CLI
+    and through the API alike) unless ``KASAL_OFFLINE_FALLBACK`` says otherwise; with a
+    configured Temporal, only if ``KASAL_OFFLINE_FALLBACK`` asks for it.
+    """
+    explicit = (os.environ if environ is None else environ).get("KASAL_OFFLINE_FALLBACK")
+    if explicit is not None and explicit.strip():
+        return settings.offline_fallback
+    return settings.embedded
 
 
 async def _dev(api_port: int, host: str) -> None:
@@ -280,12 +351,12 @@ async def _dev(api_port: int, host: str) -> None:
 
     settings = get_settings()
     stop = _stop_on_signals()
-    async with Runtime(settings, in_process_worker=True) as rt:
-        if rt.server is not None:
-            err.print(f"Temporal: {rt.server.address}  data: {rt.server.db_file}")
-            if rt.server.ui_url:
-                err.print(f"Temporal Web UI: {rt.server.ui_url}")
-        err.print(f"worker on task queue {settings.task_queue}")
+    # The API starts executions on the shared task queue: this worker serves it.
+    async with Runtime(settings, in_process_worker=True, private_queue=False) as rt:
+        for line in rt.describe():
+            err.print(line, highlight=False)
+        if rt.server is not None and rt.server.ui_url:
+            err.print(f"Temporal Web UI: {rt.server.ui_url}")
         server_task = None
         if api_port:
             server_task = asyncio.create_task(_serve_api(settings, rt, host, api_port, stop))
