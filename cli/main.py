@@ -314,10 +314,7 @@ def dev(
             )
         )
     _setup_logging()
-    if offline_fallback_for(settings):
-        # The API's execution starts read the process settings: turn it on there too.
-        os.environ["KASAL_OFFLINE_FALLBACK"] = "true"
-        get_settings.cache_clear()
+    if enable_offline_fallback(settings):
         from kasal.llm import offline_default_reason
 
         if reason := offline_default_reason():
@@ -344,6 +341,19 @@ def offline_fallback_for(settings: Settings, environ: dict[str, str] | None = No
     if explicit is not None and explicit.strip():
         return settings.offline_fallback
     return settings.embedded
+
+
+def enable_offline_fallback(settings: Settings) -> bool:
+    """``kasal dev``'s wiring: turn the fallback on for the whole process if it applies.
+
+    The API starts executions through :func:`kasal.client.start_execution`, which reads the
+    process settings; so the setting goes into the environment, not only into a copy.
+    """
+    if not offline_fallback_for(settings):
+        return False
+    os.environ["KASAL_OFFLINE_FALLBACK"] = "true"
+    get_settings.cache_clear()
+    return True
 
 
 async def _dev(api_port: int, host: str) -> None:
