@@ -232,7 +232,8 @@ def worker(
         Path | None,
         typer.Option(
             help="Write this file (JSON: pid, address, namespace, task queue) once the worker "
-            "polls its task queue; removed at exit. For scripts and health checks.",
+            "polls its task queue; removed at exit. For scripts and health checks. "
+            "Default: KASAL_WORKER_READY_FILE.",
         ),
     ] = None,
 ) -> None:
@@ -241,6 +242,7 @@ def worker(
     Ready once it prints ``kasal worker ready: ...`` on stderr (and writes ``--ready-file``).
     """
     settings = get_settings()
+    ready_file = ready_file or settings.worker_ready_file
     if settings.embedded:
         raise _fail(
             TemporalUnavailableError(

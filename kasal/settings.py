@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     llm_base_urls: list[str] = Field(default_factory=list)
     #: Set true to let CrewAI send its telemetry (off by default).
     telemetry: bool = False
+    #: ``kasal worker`` writes this file once it polls its task queue, and removes it at
+    #: exit (``--ready-file`` overrides): a readiness check for scripts and containers.
+    worker_ready_file: Path | None = None
     #: Who starts executions from this process (CLI, facade): the ``KasalOwner`` search
     #: attribute, so the Temporal Web UI can filter by it. Default: the OS user.
     owner: str = Field(default_factory=_os_user)

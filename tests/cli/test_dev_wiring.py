@@ -79,16 +79,20 @@ async def test_the_api_of_kasal_dev_runs_the_example_crew_without_a_key(
     assert "openai/gpt-4o-mini -> offline/gpt-4o-mini (OPENAI_API_KEY is not set)" in said
 
 
-def test_kasal_worker_says_when_it_is_ready(tmp_path, temporal_server):
+@pytest.mark.parametrize("given_by", ["option", "environment"])
+def test_kasal_worker_says_when_it_is_ready(tmp_path, temporal_server, given_by):
     ready_file = tmp_path / "run" / "ready.json"
+    option = ["--ready-file", str(ready_file)] if given_by == "option" else []
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("KASAL_")},
         "KASAL_TEMPORAL_ADDRESS": temporal_server.address,
         "KASAL_TASK_QUEUE": f"ready-{time.time_ns()}",
         "KASAL_DATA_DIR": str(tmp_path / "data"),
     }
+    if given_by == "environment":  # as docker-compose.yml's healthcheck uses it
+        env["KASAL_WORKER_READY_FILE"] = str(ready_file)
     process = subprocess.Popen(
-        [sys.executable, "-m", "cli.main", "worker", "--ready-file", str(ready_file)],
+        [sys.executable, "-m", "cli.main", "worker", *option],
         env=env,
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
