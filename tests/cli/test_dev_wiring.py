@@ -116,3 +116,72 @@ def test_kasal_worker_says_when_it_is_ready(tmp_path, temporal_server, given_by)
         code = process.wait(60)
     assert code == 0
     assert not ready_file.exists()  # a stopped worker does not claim readiness
+
+
+def test_kasal_dev_runs_the_example_crew_posted_to_its_api_without_a_key(tmp_path):
+    """The whole `kasal dev` process, as a client writer meets it: no key, example crew."""
+    import httpx
+
+    from kasal.client import free_port
+
+    api_port = free_port()
+    env = {
+        **{
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("KASAL_") and k not in PROVIDER_KEYS
+        },
+        "KASAL_DATA_DIR": str(tmp_path / "data"),
+        "KASAL_EMBEDDED_PORT": str(free_port()),
+        "KASAL_EMBEDDED_UI_PORT": "0",
+        "KASAL_ADMIN_EMAIL": ADMIN_EMAIL,
+        "KASAL_ADMIN_PASSWORD": ADMIN_PASSWORD,
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cli.main", "dev", "--api-port", str(api_port)],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{api_port}"
+    try:
+        with httpx.Client(base_url=base, timeout=10) as client:
+            deadline = time.monotonic() + 120
+            while True:
+                assert process.poll() is None, process.stderr.read() if process.stderr else ""
+                try:
+                    if client.get("/readyz").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert time.monotonic() < deadline, "kasal dev did not get ready"
+                time.sleep(0.2)
+            token = client.post(
+                "/api/v1/auth/login", json={"username": ADMIN_EMAIL, "password": ADMIN_PASSWORD}
+            ).json()["access_token"]
+            headers = {"Authorization": f"Bearer {token}"}
+            spec = yaml.safe_load(EXAMPLE.read_text())
+            started = client.post(
+                "/api/v1/executions",
+                json={"spec": spec, "inputs": {"product": "tea"}},
+                headers=headers,
+            )
+            assert started.status_code == 202, started.text
+            execution_id = started.json()["execution_id"]
+            while True:
+                body = client.get(f"/api/v1/executions/{execution_id}", headers=headers).json()
+                if body["status"] in ("completed", "failed", "cancelled"):
+                    break
+                assert time.monotonic() < deadline + 60, body
+                time.sleep(0.2)
+            assert body["status"] == "completed", body
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    said = process.stderr.read() if process.stderr else ""
+    assert "offline model" in said and "OPENAI_API_KEY is not set" in said, said[-3000:]
