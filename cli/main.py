@@ -174,8 +174,8 @@ async def _run(spec: CrewSpec, inputs: dict[str, Any], as_json: bool, detach: bo
                 "--detach needs a Temporal that outlives this command: run `kasal dev` "
                 "in another terminal, or set KASAL_TEMPORAL_ADDRESS"
             )
-        for line in rt.describe():
-            show.print(f"[dim]{line}[/]", highlight=False)
+        for note in rt.describe():
+            show.print(f"[dim]{note}[/]", highlight=False)
         if rt.server is not None and rt.server.ui_url:
             show.print(f"[dim]Temporal Web UI: {rt.server.ui_url}[/]")
         handle = await rt.start_execution(spec, inputs)
@@ -365,8 +365,8 @@ async def _dev(api_port: int, host: str) -> None:
     stop = _stop_on_signals()
     # The API starts executions on the shared task queue: this worker serves it.
     async with Runtime(settings, in_process_worker=True, private_queue=False) as rt:
-        for line in rt.describe():
-            err.print(line, highlight=False)
+        for note in rt.describe():
+            err.print(note, highlight=False)
         if rt.server is not None and rt.server.ui_url:
             err.print(f"Temporal Web UI: {rt.server.ui_url}")
         server_task = None
@@ -392,7 +392,7 @@ async def _serve_api(
         settings = settings.model_copy(update={"temporal_address": rt.server.address})
     config = uvicorn.Config(create_app(settings), host=host, port=port, log_level="warning")
     server = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign,attr-defined]
     serving = asyncio.create_task(server.serve())
     await stop.wait()
     server.should_exit = True
