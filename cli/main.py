@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -69,24 +70,44 @@ def _fail(exc: KasalError) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _describe(event: Event) -> str | None:
+def _describe(event: Event, *, hierarchical: bool = False) -> str | None:
+    """One line of the live view for ``event`` (None: not shown).
+
+    Work lines (LLM and tool calls) name the agent that did them, which in a hierarchical
+    crew is the coworker the manager delegated to, not the agent the task names.
+    """
     data = event.data
     task = f"[cyan]{event.task}[/]" if event.task else ""
+    who = f" [bold]{event.agent}[/]" if event.agent else ""
     match event.type:
         case EventType.EXECUTION_STARTED:
             return f"▶ crew [bold]{data.get('crew')}[/] started: {len(data.get('tasks', []))} tasks"
         case EventType.TASK_STARTED:
             extra = f" (attempt {event.attempt})" if (event.attempt or 1) > 1 else ""
+            if hierarchical:
+                return f"  … {task} started: the manager plans and delegates{extra}"
             return f"  … {task} started by {event.agent}{extra}"
+        case EventType.DELEGATION:
+            work = " ".join(str(data.get("work", "")).split())
+            work = work if len(work) <= 100 else work[:99] + "…"
+            return (
+                f"  → {task} manager step {data.get('step')}: delegated to "
+                f"[bold]{data.get('coworker') or event.agent}[/]: {work}"
+            )
+        case EventType.EXECUTION_CONTINUED:
+            return (
+                f"  [dim]↪ continued as new (run {int(data.get('generation', 0)) + 1}, "
+                f"{data.get('completed_tasks', 0)} tasks done): a fresh history, same execution[/]"
+            )
         case EventType.LLM_CALL:
             tokens = int(data.get("prompt_tokens", 0)) + int(data.get("completion_tokens", 0))
             replay = " [dim](replayed from journal)[/]" if data.get("replayed") else ""
             return (
-                f"    · {task} LLM call {data.get('model')}: {tokens} tokens, "
+                f"    · {task}{who} LLM call {data.get('model')}: {tokens} tokens, "
                 f"{data.get('latency_ms', 0):.0f} ms{replay}"
             )
         case EventType.TOOL_CALL:
-            return f"    · {task} tool {data.get('tool')}({json.dumps(data.get('input'))})"
+            return f"    · {task}{who} tool {data.get('tool')}({json.dumps(data.get('input'))})"
         case EventType.TASK_RETRYING:
             return (
                 f"  [yellow]↻ {task} attempt {event.attempt} failed: {data.get('error')}; "
@@ -136,7 +157,7 @@ async def _run(spec: CrewSpec, inputs: dict[str, Any], as_json: bool, detach: bo
 
     settings = get_settings()
     show = err if as_json else out
-    if settings.embedded:
+    if offline_fallback_for(settings):
         spec, notes = with_offline_fallback(spec)
         if notes:
             show.print(
@@ -148,11 +169,13 @@ async def _run(spec: CrewSpec, inputs: dict[str, Any], as_json: bool, detach: bo
     if offline:
         show.print(f"[dim]offline model: {', '.join(offline)}[/]", highlight=False)
     async with Runtime(settings, in_process_worker=settings.embedded and not detach) as rt:
-        if detach and rt.server is not None and rt.server.process is not None:
+        if detach and rt.server is not None and not rt.adopted_server:
             raise TemporalUnavailableError(
                 "--detach needs a Temporal that outlives this command: run `kasal dev` "
                 "in another terminal, or set KASAL_TEMPORAL_ADDRESS"
             )
+        for note in rt.describe():
+            show.print(f"[dim]{note}[/]", highlight=False)
         if rt.server is not None and rt.server.ui_url:
             show.print(f"[dim]Temporal Web UI: {rt.server.ui_url}[/]")
         handle = await rt.start_execution(spec, inputs)
@@ -161,8 +184,9 @@ async def _run(spec: CrewSpec, inputs: dict[str, Any], as_json: bool, detach: bo
             if as_json:
                 print(json.dumps({"execution_id": handle.id, "workflow_id": handle.workflow_id}))
             return 0
+        hierarchical = spec.process == "hierarchical"
         async for event in handle.events():
-            if (line := _describe(event)) is not None:
+            if (line := _describe(event, hierarchical=hierarchical)) is not None:
                 show.print(line, highlight=False)
         try:
             result = await handle.result()
@@ -188,18 +212,37 @@ async def _run(spec: CrewSpec, inputs: dict[str, Any], as_json: bool, detach: bo
 
 @app.command()
 def validate(spec_file: Annotated[Path, typer.Argument(help="Crew spec, YAML or JSON.")]) -> None:
-    """Check a crew spec and print it normalised."""
+    """Check a crew spec and print it normalised (YAML, usable as a spec file)."""
     try:
         spec = CrewSpec.from_file(spec_file)
     except KasalError as exc:
         raise _fail(exc) from None
-    out.print(spec.to_yaml(), highlight=False, markup=False)
+    # Plainly, not through rich: rich wraps long lines at the terminal width, which breaks
+    # YAML (a wrapped plain scalar is another key, or a syntax error).
+    sys.stdout.write(spec.to_yaml())
+
+
+#: The line ``kasal worker`` prints on stderr once it polls its task queue.
+READY_LINE = "kasal worker ready"
 
 
 @app.command()
-def worker() -> None:
-    """Run a worker against the configured Temporal (KASAL_TEMPORAL_ADDRESS)."""
+def worker(
+    ready_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write this file (JSON: pid, address, namespace, task queue) once the worker "
+            "polls its task queue; removed at exit. For scripts and health checks. "
+            "Default: KASAL_WORKER_READY_FILE.",
+        ),
+    ] = None,
+) -> None:
+    """Run a worker against the configured Temporal (KASAL_TEMPORAL_ADDRESS).
+
+    Ready once it prints ``kasal worker ready: ...`` on stderr (and writes ``--ready-file``).
+    """
     settings = get_settings()
+    ready_file = ready_file or settings.worker_ready_file
     if settings.embedded:
         raise _fail(
             TemporalUnavailableError(
@@ -209,23 +252,50 @@ def worker() -> None:
         )
     _setup_logging()
     try:
-        asyncio.run(_worker(settings))
+        asyncio.run(_worker(settings, ready_file))
     except KasalError as exc:
         raise _fail(exc) from None
+    finally:
+        if ready_file is not None:
+            ready_file.unlink(missing_ok=True)  # a stale file must not claim readiness
 
 
-async def _worker(settings: Settings) -> None:
+async def _worker(settings: Settings, ready_file: Path | None = None) -> None:
     from kasal.client import connect, ensure_search_attributes
     from workflows.worker import run_worker
 
     client = await connect(settings.temporal_address, settings.temporal_namespace)
     await ensure_search_attributes(client)
     stop = _stop_on_signals()
-    err.print(
-        f"worker on {settings.temporal_address}, namespace {settings.temporal_namespace}, "
+    ready = asyncio.Event()
+    where = (
+        f"Temporal {settings.temporal_address}, namespace {settings.temporal_namespace}, "
         f"task queue {settings.task_queue}"
     )
-    await run_worker(client, settings.task_queue, stop=stop, settings=settings)
+    err.print(f"worker starting: {where}", highlight=False)
+    running = asyncio.create_task(
+        run_worker(client, settings.task_queue, stop=stop, ready=ready, settings=settings)
+    )
+    waiting = asyncio.create_task(ready.wait())
+    await asyncio.wait({running, waiting}, return_when=asyncio.FIRST_COMPLETED)
+    if ready.is_set():
+        if ready_file is not None:
+            ready_file.parent.mkdir(parents=True, exist_ok=True)
+            ready_file.write_text(
+                json.dumps(
+                    {
+                        "pid": os.getpid(),
+                        "address": settings.temporal_address,
+                        "namespace": settings.temporal_namespace,
+                        "task_queue": settings.task_queue,
+                    }
+                )
+            )
+        # Plain print, flushed: scripts wait for this line.
+        print(f"{READY_LINE}: polling {where}", file=sys.stderr, flush=True)
+    else:
+        waiting.cancel()
+    await running
 
 
 @app.command()
@@ -246,10 +316,46 @@ def dev(
             )
         )
     _setup_logging()
+    if enable_offline_fallback(settings):
+        from kasal.llm import offline_default_reason
+
+        if reason := offline_default_reason():
+            err.print(
+                f"[yellow]{reason}: agents without a provider key run on the offline model "
+                "(each execution logs which and why); KASAL_OFFLINE_FALLBACK=false to fail "
+                "instead[/]",
+                highlight=False,
+            )
     try:
         asyncio.run(_dev(api_port, host))
     except KasalError as exc:
         raise _fail(exc) from None
+
+
+def offline_fallback_for(settings: Settings, environ: dict[str, str] | None = None) -> bool:
+    """Whether ``kasal run`` and ``kasal dev`` (its API too) run keyless agents offline.
+
+    On the embedded default, yes (a fresh machine runs the example crew, through the CLI
+    and through the API alike) unless ``KASAL_OFFLINE_FALLBACK`` says otherwise; with a
+    configured Temporal, only if ``KASAL_OFFLINE_FALLBACK`` asks for it.
+    """
+    explicit = (os.environ if environ is None else environ).get("KASAL_OFFLINE_FALLBACK")
+    if explicit is not None and explicit.strip():
+        return settings.offline_fallback
+    return settings.embedded
+
+
+def enable_offline_fallback(settings: Settings) -> bool:
+    """``kasal dev``'s wiring: turn the fallback on for the whole process if it applies.
+
+    The API starts executions through :func:`kasal.client.start_execution`, which reads the
+    process settings; so the setting goes into the environment, not only into a copy.
+    """
+    if not offline_fallback_for(settings):
+        return False
+    os.environ["KASAL_OFFLINE_FALLBACK"] = "true"
+    get_settings.cache_clear()
+    return True
 
 
 async def _dev(api_port: int, host: str) -> None:
@@ -257,12 +363,12 @@ async def _dev(api_port: int, host: str) -> None:
 
     settings = get_settings()
     stop = _stop_on_signals()
-    async with Runtime(settings, in_process_worker=True) as rt:
-        if rt.server is not None:
-            err.print(f"Temporal: {rt.server.address}  data: {rt.server.db_file}")
-            if rt.server.ui_url:
-                err.print(f"Temporal Web UI: {rt.server.ui_url}")
-        err.print(f"worker on task queue {settings.task_queue}")
+    # The API starts executions on the shared task queue: this worker serves it.
+    async with Runtime(settings, in_process_worker=True, private_queue=False) as rt:
+        for note in rt.describe():
+            err.print(note, highlight=False)
+        if rt.server is not None and rt.server.ui_url:
+            err.print(f"Temporal Web UI: {rt.server.ui_url}")
         server_task = None
         if api_port:
             server_task = asyncio.create_task(_serve_api(settings, rt, host, api_port, stop))
@@ -286,7 +392,7 @@ async def _serve_api(
         settings = settings.model_copy(update={"temporal_address": rt.server.address})
     config = uvicorn.Config(create_app(settings), host=host, port=port, log_level="warning")
     server = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign,attr-defined]
     serving = asyncio.create_task(server.serve())
     await stop.wait()
     server.should_exit = True

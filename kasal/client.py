@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import shutil
 import socket
 import subprocess
@@ -271,16 +272,32 @@ async def start_execution(
     owner: str | None = None,
     search_attributes: bool = True,
     tasks_per_run: int | None = None,
+    offline_fallback: bool | None = None,
 ) -> ExecutionHandle:
     """Start a crew as a ``CrewWorkflow``.
 
     Placeholders are checked here, so a missing input is a clear error before anything
     starts. Starting again with the same ``execution_id`` returns the running execution.
     ``tasks_per_run`` forces a continue-as-new after that many tasks (otherwise Temporal's
-    history limits decide).
+    history limits decide). ``offline_fallback`` (default: the process's
+    ``KASAL_OFFLINE_FALLBACK``, which ``kasal dev`` turns on for the embedded default) runs
+    agents whose provider key is missing on the offline model, logs which and why, and
+    notes it in the workflow's memo.
     """
     spec.interpolated(inputs)  # raises InvalidSpecError naming missing inputs
     execution_id = execution_id or new_execution_id()
+    fallback_notes: list[str] = []
+    if get_settings().offline_fallback if offline_fallback is None else offline_fallback:
+        from kasal.llm import with_offline_fallback
+
+        spec, fallback_notes = with_offline_fallback(spec)
+        if fallback_notes:
+            log.warning(
+                "execution %s: no provider key, so the offline model (deterministic, no "
+                "network) runs %s",
+                execution_id,
+                "; ".join(fallback_notes),
+            )
     pairs: list[SearchAttributePair[Any]] = []
     if search_attributes:
         values = {SA_CREW_NAME: spec.name[:200], SA_CREW_ID: crew_id, SA_OWNER: owner}
@@ -306,7 +323,13 @@ async def start_execution(
         id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         search_attributes=TypedSearchAttributes(pairs) if pairs else None,
-        memo={"crew_name": spec.name, "crew_id": crew_id, "owner": owner, "status": "pending"},
+        memo={
+            "crew_name": spec.name,
+            "crew_id": crew_id,
+            "owner": owner,
+            "status": "pending",
+            **({"offline_fallback": fallback_notes} if fallback_notes else {}),
+        },
         static_summary=f"crew {spec.name}",
     )
     return ExecutionHandle(client, execution_id, handle)
@@ -423,13 +446,36 @@ class Runtime:
     """A Temporal client, plus the embedded server and an in-process worker when needed.
 
     With ``KASAL_TEMPORAL_ADDRESS`` set, it only connects (workers run elsewhere: ``kasal
-    worker``). Without it, it starts the embedded dev server and a worker in this process.
+    worker``). Without it, it starts the embedded dev server, or uses the one already on
+    the embedded port (``kasal dev`` in another terminal), and a worker in this process.
+
+    The rule for in-process workers: crews started by this runtime run on this process's
+    worker only, never on another process's. Its worker may resolve tools registered in this
+    process (tool instances given to the facade) that no other worker knows, so unless
+    ``private_queue=False`` it polls a task queue unique to this process
+    (``<task queue>.local-<pid>-<random>``) and this runtime starts executions there. Only
+    ``kasal dev`` and ``kasal worker`` serve the shared queue (``KASAL_TASK_QUEUE``), which
+    the API and ``kasal run --detach`` start executions on. :meth:`describe` says which
+    server and which workers.
     """
 
-    def __init__(self, settings: Settings | None = None, *, in_process_worker: bool | None = None):
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        in_process_worker: bool | None = None,
+        private_queue: bool | None = None,
+    ):
         self.settings = settings or get_settings()
         self.in_process_worker = (
             self.settings.embedded if in_process_worker is None else in_process_worker
+        )
+        private = self.in_process_worker if private_queue is None else private_queue
+        #: The task queue this runtime starts executions on (and its worker polls).
+        self.task_queue = (
+            f"{self.settings.task_queue}.local-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+            if private and self.in_process_worker
+            else self.settings.task_queue
         )
         self.server: EmbeddedTemporal | None = None
         self.client: Client | None = None
@@ -443,6 +489,41 @@ class Runtime:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+    @property
+    def adopted_server(self) -> bool:
+        """True when the embedded port already had a server that this process did not start."""
+        return self.server is not None and self.server.process is None
+
+    @property
+    def address(self) -> str:
+        """``host:port`` of the Temporal frontend in use."""
+        return self.server.address if self.server is not None else self.settings.temporal_address
+
+    def describe(self) -> list[str]:
+        """Which Temporal server and which workers run this runtime's crews, for people."""
+        if self.server is None:
+            where = f"Temporal at {self.address} (KASAL_TEMPORAL_ADDRESS)"
+        elif self.adopted_server:
+            where = (
+                f"Temporal at {self.address}: a server already running there (not started by "
+                "this process; `kasal dev`?), used as is"
+            )
+        else:
+            where = f"Temporal at {self.address}: embedded dev server, data {self.server.db_file}"
+        if not self.in_process_worker:
+            workers = (
+                f"workers: none in this process; crews run on the workers of task queue "
+                f"{self.task_queue} (`kasal worker`, `kasal dev`)"
+            )
+        elif self.task_queue != self.settings.task_queue:
+            workers = (
+                f"worker: this process's own, on task queue {self.task_queue}; crews started "
+                "here run only here, never on other workers of this server"
+            )
+        else:
+            workers = f"worker: this process's, on the shared task queue {self.task_queue}"
+        return [where, workers]
 
     async def start(self) -> Client:
         """Connect (starting the embedded server and worker if configured so)."""
@@ -463,6 +544,9 @@ class Runtime:
         self.search_attributes = await ensure_search_attributes(self.client)
         if self.in_process_worker:
             await self._start_worker()
+        # Adopting someone else's server is the surprising case: say it where it is seen.
+        level = logging.WARNING if self.adopted_server else logging.INFO
+        log.log(level, "%s", "; ".join(self.describe()))
         return self.client
 
     async def _start_worker(self) -> None:
@@ -478,7 +562,7 @@ class Runtime:
         self._worker_task = asyncio.create_task(
             run_worker(
                 self.client,
-                self.settings.task_queue,
+                self.task_queue,
                 stop=self._stop_worker,
                 ready=ready,
                 settings=self.settings,
@@ -507,13 +591,15 @@ class Runtime:
     async def start_execution(
         self, spec: CrewSpec, inputs: dict[str, Any] | None = None, **kwargs: Any
     ) -> ExecutionHandle:
-        """Start a crew on this runtime's task queue."""
+        """Start a crew on this runtime's task queue, owned by ``KASAL_OWNER`` (the OS user)."""
         client = await self.start()
+        kwargs.setdefault("owner", self.settings.owner or None)
+        kwargs.setdefault("offline_fallback", self.settings.offline_fallback)
         return await start_execution(
             client,
             spec,
             inputs,
-            task_queue=self.settings.task_queue,
+            task_queue=self.task_queue,
             search_attributes=self.search_attributes,
             **kwargs,
         )

@@ -2,20 +2,41 @@
 
 from __future__ import annotations
 
+import getpass
 import os
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from kasal.constants import TASK_QUEUE
 
 
-class Settings(BaseSettings):
-    """Everything configurable. Secrets are ``SecretStr`` so they never print."""
+def _os_user() -> str:
+    """The login name of whoever runs this process ("" if the OS cannot say)."""
+    try:
+        return getpass.getuser()
+    except Exception:  # no USER/LOGNAME and no passwd entry (some containers)
+        return ""
 
-    model_config = SettingsConfigDict(env_prefix="KASAL_", extra="ignore")
+
+class Settings(BaseSettings):
+    """Everything configurable. Secrets are ``SecretStr`` so they never print.
+
+    Read from ``KASAL_*`` environment variables, then a ``.env`` file in the working
+    directory (the environment wins). ``DATABASE_URL`` and ``JWT_SECRET``, the names other
+    FastAPI templates document, are accepted too; the ``KASAL_`` names win over them.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="KASAL_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        # Code (tests, the facade) builds settings by field name despite the env aliases.
+        populate_by_name=True,
+    )
 
     #: Where embedded Temporal and SQLite files live.
     data_dir: Path = Path(".kasal")
@@ -43,11 +64,30 @@ class Settings(BaseSettings):
     #: their workflow with it, so no other Temporal client can forge them. Unset: derived
     #: from ``secret_key`` (set both in production; see README).
     worker_secret: SecretStr | None = None
+    #: ``kasal worker`` writes this file once it polls its task queue, and removes it at
+    #: exit (``--ready-file`` overrides): a readiness check for scripts and containers.
+    worker_ready_file: Path | None = None
+    #: Who starts executions from this process (CLI, facade): the ``KasalOwner`` search
+    #: attribute, so the Temporal Web UI can filter by it. Default: the OS user.
+    owner: str = Field(default_factory=_os_user)
+    #: Run agents whose provider key is missing on the offline model (and say so) instead
+    #: of failing. ``kasal dev`` turns it on for executions started through its API on the
+    #: embedded default, as ``kasal run`` does; never on for a configured deployment.
+    offline_fallback: bool = False
 
     # -- API (issue 3) -------------------------------------------------------------------
     env: str = "dev"
-    database_url: str = ""
-    secret_key: SecretStr = SecretStr("dev-insecure-secret-change-me-0123456789abcdef")
+    database_url: str = Field(
+        default="", validation_alias=AliasChoices("KASAL_DATABASE_URL", "DATABASE_URL")
+    )
+    #: Connection pool of the app database (PostgreSQL; SQLite ignores them): connections
+    #: kept open per process, and how many more it may open under load.
+    db_pool_size: int = Field(default=5, ge=1)
+    db_max_overflow: int = Field(default=10, ge=0)
+    secret_key: SecretStr = Field(
+        default=SecretStr("dev-insecure-secret-change-me-0123456789abcdef"),
+        validation_alias=AliasChoices("KASAL_SECRET_KEY", "JWT_SECRET"),
+    )
     access_token_minutes: int = 60
     admin_email: str = ""
     admin_password: SecretStr = SecretStr("")

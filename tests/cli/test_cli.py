@@ -100,3 +100,65 @@ def test_detach_refuses_an_embedded_server_that_would_die_with_the_command(tmp_p
         },
     )
     assert done.returncode == 3 and "kasal dev" in done.stderr
+
+
+def test_validate_prints_yaml_that_parses_back_to_the_same_spec(tmp_path):
+    """Long lines stay whole: the output is a spec file, not text wrapped for a terminal."""
+    import yaml
+
+    from kasal.spec import CrewSpec
+
+    long_goal = "Find: market insights, " * 12 + "# not a comment, and key: not a key"
+    spec_file = tmp_path / "long.yaml"
+    spec_file.write_text(
+        yaml.safe_dump(
+            {
+                "name": "long_lines",
+                "agents": [
+                    {
+                        "name": "analyst",
+                        "role": "Research Analyst " * 8,
+                        "goal": long_goal,
+                        "model": "offline/analyst",
+                    }
+                ],
+                "tasks": [
+                    {
+                        "name": "research",
+                        "description": "Analyze competitor pricing for {product}. " * 10,
+                        "expected_output": "A short report",
+                        "agent": "analyst",
+                    }
+                ],
+            },
+            width=10_000,
+        )
+    )
+    done = kasal("validate", str(spec_file), env={"COLUMNS": "80"})
+    assert done.returncode == 0, done.stderr
+    assert max(len(line) for line in done.stdout.splitlines()) > 80  # nothing was wrapped
+    assert CrewSpec.from_data(yaml.safe_load(done.stdout)) == CrewSpec.from_file(spec_file)
+
+
+def test_run_on_a_server_already_there_says_so_and_keeps_its_crew_to_itself(
+    tmp_path, temporal_server
+):
+    """`kasal dev` (here: the session's server) already on the embedded port: used as is,
+    and the crew runs on this command's own worker, on a queue of its own."""
+    done = kasal(
+        "run",
+        str(EXAMPLE),
+        "--input",
+        "product=tea",
+        env={
+            "KASAL_DATA_DIR": str(tmp_path / "data"),
+            "KASAL_EMBEDDED_PORT": str(temporal_server.port),
+            "KASAL_EMBEDDED_UI_PORT": "0",
+        },
+    )
+    assert done.returncode == 0, done.stderr
+    said = " ".join(done.stdout.split())
+    assert f"Temporal at {temporal_server.address}" in said
+    assert "not started by this process" in said
+    assert "task queue kasal-crews.local-" in said and "run only here" in said
+    assert not (tmp_path / "data" / "temporal.db").exists()  # no second server

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 
 import pytest
 
@@ -78,3 +79,28 @@ async def test_start_gives_a_handle_with_status_events_and_cancel(settings, work
         await asyncio.to_thread(execution.result, 30)
     kinds = await asyncio.to_thread(lambda: [e.type for e in execution.events()])
     assert kinds[-1] == EventType.EXECUTION_CANCELLED
+
+
+async def test_facade_runs_carry_the_owner_search_attribute(settings, worker, temporal_client):
+    """``KasalOwner`` is the OS user (or KASAL_OWNER) for runs started outside the API."""
+    import getpass
+
+    from temporalio.common import SearchAttributeKey
+
+    from kasal.constants import SA_OWNER
+
+    assert settings.owner == os.environ.get("KASAL_OWNER", getpass.getuser())
+    crew = build(settings)
+    execution = await asyncio.to_thread(crew.start, {"product": "tea"})
+    await asyncio.to_thread(execution.result, 60)
+    described = await temporal_client.get_workflow_handle(execution.workflow_id).describe()
+    owner = described.typed_search_attributes.get(SearchAttributeKey.for_keyword(SA_OWNER))
+    assert owner == settings.owner
+
+    alice = build(settings.model_copy(update={"owner": "alice"}))
+    execution = await asyncio.to_thread(alice.start, {"product": "tea"})
+    await asyncio.to_thread(execution.result, 60)
+    described = await temporal_client.get_workflow_handle(execution.workflow_id).describe()
+    assert described.typed_search_attributes.get(SearchAttributeKey.for_keyword(SA_OWNER)) == (
+        "alice"
+    )
