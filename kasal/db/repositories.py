@@ -12,13 +12,24 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from kasal.db.models import Crew, Execution, TraceEvent, User, utcnow
+from kasal.db.models import Crew, Execution, TraceEvent, User, new_id, utcnow
 from kasal.exceptions import NotFoundError
 from kasal.execution import CrewWorkflowResult, Event, ExecutionState, ExecutionStatus
 
 FINISHED = tuple(s.value for s in ExecutionState if s.finished)
+
+
+def _insert_for(session: AsyncSession) -> Any:
+    """The dialect's own ``insert`` (the one with ``on_conflict_do_nothing``)."""
+    bind = session.get_bind()
+    if bind.dialect.name == "postgresql":
+        return postgresql.insert
+    if bind.dialect.name == "sqlite":
+        return sqlite.insert
+    raise NotImplementedError(f"no upsert for the {bind.dialect.name} dialect")
 
 
 class UserRepository:
@@ -55,6 +66,29 @@ class UserRepository:
         self.session.add(user)
         await self.session.flush()
         return user
+
+    async def create_if_absent(
+        self, email: str, hashed_password: str, *, is_admin: bool = False
+    ) -> bool:
+        """Insert a user unless one with this email exists; True if this call inserted it.
+
+        One statement (``INSERT ... ON CONFLICT DO NOTHING``), so any number of processes
+        may seed the same account at once: the losers insert nothing and fail nothing, and
+        the caller's transaction stays usable.
+        """
+        values = {
+            "id": new_id(),
+            "email": email.strip().lower(),
+            "hashed_password": hashed_password,
+            "is_admin": is_admin,
+            "is_active": True,
+            "created_at": utcnow(),
+        }
+        statement = _insert_for(self.session)(User).values(**values)
+        result = await self.session.execute(
+            statement.on_conflict_do_nothing(index_elements=[User.email])
+        )
+        return bool(getattr(result, "rowcount", 0))
 
 
 class CrewRepository:
