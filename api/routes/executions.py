@@ -98,6 +98,7 @@ async def start(
     options = WorkflowOptions(
         task_queue=state.settings.task_queue,
         search_attributes=state.temporal.search_attributes,
+        llm_base_urls=tuple(state.settings.llm_base_urls),
     )
     return await start_execution_for(session, client, request, spec, options)
 

@@ -21,6 +21,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 
 from api.schemas import ExecutionStarted
+from api.services.catalog import check_runnable
 from kasal.client import ExecutionHandle, new_execution_id, start_execution
 from kasal.constants import workflow_id_for
 from kasal.db.models import Execution
@@ -53,6 +54,8 @@ class WorkflowOptions:
 
     task_queue: str
     search_attributes: bool
+    #: Endpoint prefixes specs may point an LLM at (KASAL_LLM_BASE_URLS).
+    llm_base_urls: tuple[str, ...] = ()
 
 
 def request_hash(crew_id: str | None, spec: dict[str, Any], inputs: dict[str, Any]) -> str:
@@ -106,6 +109,7 @@ async def start_execution_for(
       and starts its workflow if the first try died between the row and the workflow.
     - Concurrent starts with one key (one process or several) insert one row: the losers
       of the unique-key race answer with the winner's execution.
+    - Tools, providers and endpoints the workers cannot resolve are a 422 before any write.
     - The row is committed before the workflow starts (the record activity and status reads
       must find it); if the workflow cannot be started the row is deleted again, so a
       retry starts afresh.
@@ -120,6 +124,10 @@ async def start_execution_for(
             replayed = _replayed(existing, digest)
             await _ensure_started(client, existing, options)
             return replayed
+    # After the replay above: a key already answered stays answered even if a tool is gone.
+    await check_runnable(
+        session, client, spec, task_queue=options.task_queue, base_urls=options.llm_base_urls
+    )
     for _attempt in range(INSERT_ATTEMPTS):
         execution = _new_row(request, spec, spec_data, digest)
         try:
