@@ -63,6 +63,9 @@ def _use_crew_spec(document: dict[str, Any]) -> None:
             body = content.get("application/json")
             if body is not None:
                 examples = body["schema"].get("examples")
+                operation["requestBody"]["description"] = (
+                    "a CrewSpec; a crew YAML file loaded as data is one as it stands"
+                )
                 body["schema"] = dict(CREW_SPEC_REF)
                 if examples:
                     body["examples"] = {

@@ -131,9 +131,9 @@ def _check_llm(path: str, llm: LLMSpec, catalog: Catalog) -> list[Problem]:
             Problem(
                 f"{path}.base_url",
                 "base_url_not_allowed",
+                # The allowlist itself is not quoted: it may name internal hosts.
                 f"base_url {llm.base_url!r} is not allowed: an operator lists the endpoints "
-                "specs may use in KASAL_LLM_BASE_URLS"
-                + (f" (now: {', '.join(catalog.base_urls)})" if catalog.base_urls else ""),
+                "specs may use in KASAL_LLM_BASE_URLS",
             )
         ]
     return []
