@@ -16,7 +16,7 @@ from api.security import decode_access_token
 from api.temporal import TemporalConnection
 from kasal.db.models import User
 from kasal.db.repositories import UserRepository
-from kasal.exceptions import AuthError, PermissionDeniedError
+from kasal.exceptions import AuthError, PermissionDeniedError, TemporalUnavailableError
 from kasal.settings import Settings
 
 
@@ -98,6 +98,18 @@ async def get_temporal_client(state: StateDep) -> Client:
 
 
 TemporalClientDep = Annotated[Client, Depends(get_temporal_client)]
+
+
+async def get_temporal_client_if_up(state: StateDep) -> Client | None:
+    """The Temporal client, or None while Temporal cannot be reached (for requests that
+    can do without it, such as checking a crew against the workers' catalog)."""
+    try:
+        return await state.temporal.get()
+    except TemporalUnavailableError:
+        return None
+
+
+OptionalTemporalClientDep = Annotated[Client | None, Depends(get_temporal_client_if_up)]
 
 
 def get_settings_dep(state: StateDep) -> Settings:

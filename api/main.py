@@ -18,6 +18,7 @@ from api.db import ensure_admin, migrate
 from api.deps import AppState
 from api.errors import install_error_handlers
 from api.guards import BodySizeLimitMiddleware, RateLimiter
+from api.openapi import install_openapi
 from api.relay import Relay
 from api.routes import auth, crews, executions, health, traces, ws
 from api.schemas import ErrorOut
@@ -101,6 +102,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(module.router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
     app.include_router(ws.router, prefix=API_PREFIX)
     app.include_router(health.router)
+    install_openapi(app)
     return app
 
 

@@ -103,6 +103,24 @@ class CrewOut(BaseModel):
 class ExecutionCreate(StrictInput):
     """Start a stored crew (``crew_id``) or an inline ``spec``, with ``inputs``."""
 
+    # The documented schema says what the validator below enforces: exactly one source.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "oneOf": [
+                {
+                    "title": "a stored crew",
+                    "required": ["crew_id"],
+                    "properties": {"crew_id": {"type": "string"}, "spec": {"type": "null"}},
+                },
+                {
+                    "title": "an inline spec",
+                    "required": ["spec"],
+                    "properties": {"spec": {"type": "object"}, "crew_id": {"type": "null"}},
+                },
+            ]
+        }
+    )
+
     crew_id: str | None = Field(default=None, pattern=r"^[0-9a-f]{32}$")
     spec: dict[str, Any] | None = None
     inputs: dict[str, Any] = Field(default_factory=dict)
@@ -170,6 +188,33 @@ class CancelOut(BaseModel):
 
 class FeedbackIn(StrictInput):
     """Human input for a task waiting for review: approve it, or give feedback to redo it."""
+
+    # The documented schema says what the validator below enforces: approve, or feedback
+    # with some text in it, never both.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "oneOf": [
+                {
+                    "title": "approve",
+                    "required": ["approve"],
+                    "properties": {
+                        "approve": {"const": True},
+                        "feedback": {
+                            "anyOf": [{"type": "null"}, {"type": "string", "maxLength": 0}]
+                        },
+                    },
+                },
+                {
+                    "title": "redo with feedback",
+                    "required": ["feedback"],
+                    "properties": {
+                        "approve": {"const": False},
+                        "feedback": {"type": "string", "pattern": r"\S"},
+                    },
+                },
+            ]
+        }
+    )
 
     approve: bool = False
     feedback: str | None = Field(default=None, max_length=20_000)

@@ -135,3 +135,12 @@ class PermissionDeniedError(KasalError):
     """Authenticated, but not allowed."""
 
     code = "forbidden"
+
+
+class UnrunnableSpecError(InvalidSpecError):
+    """A valid spec names what no worker can resolve: a tool, an LLM provider, an endpoint.
+
+    ``details`` lists each problem as ``{"field", "code", "message"}``.
+    """
+
+    code = "unrunnable_spec"

@@ -44,19 +44,29 @@ def workflow_runner() -> SandboxedWorkflowRunner:
 
 
 async def prepare_database(settings: Settings) -> None:
-    """Bring the app database's schema up to date, so finished executions can be recorded.
+    """Bring the app database's schema up to date, so finished executions can be recorded,
+    and publish the tools this worker resolves, so the API can refuse unknown ones up front.
 
     A database that cannot be reached does not stop the worker: crews still run, and
     recording (an activity with retries) says what went wrong.
     """
+    from kasal.catalog import publish_worker_tools
     from kasal.db.engine import create_engine
     from kasal.db.migrate import migrate
+    from kasal.tools import load_tool_modules, registered_tools
 
     engine = create_engine(settings.resolved_database_url(), pooled=False)
     try:
-        await migrate(engine)
-    except Exception as exc:
-        log.error("could not migrate the app database (%s): executions will not be recorded", exc)
+        try:
+            await migrate(engine)
+        except Exception as exc:
+            log.error("could not migrate the app database (%s): nothing will be recorded", exc)
+            return
+        try:
+            load_tool_modules(settings.tool_modules)  # what build_worker loads, loaded first
+            await publish_worker_tools(engine, settings.task_queue, registered_tools())
+        except Exception as exc:
+            log.error("could not publish this worker's tools (%s): the API may refuse them", exc)
     finally:
         await engine.dispose()
 

@@ -8,14 +8,11 @@ record activity). Callers cannot tell which.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import logging
 import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, status
-from sqlalchemy.exc import IntegrityError
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -39,11 +36,17 @@ from api.schemas import (
     FeedbackOut,
     Page,
 )
+from api.services.executions import (
+    StartRequest,
+    WorkflowOptions,
+    resolve_spec,
+    start_execution_for,
+    temporal_error,
+)
 from kasal.blobs import BlobStore, resolve_result
-from kasal.client import ExecutionHandle, new_execution_id, start_execution
-from kasal.constants import workflow_id_for
+from kasal.client import ExecutionHandle
 from kasal.db.models import Execution
-from kasal.db.repositories import FINISHED, CrewRepository, ExecutionRepository
+from kasal.db.repositories import FINISHED, ExecutionRepository
 from kasal.exceptions import ConflictError, TemporalUnavailableError
 from kasal.execution import (
     CrewWorkflowResult,
@@ -52,7 +55,6 @@ from kasal.execution import (
     TaskStatus,
     TokenUsage,
 )
-from kasal.spec import CrewSpec
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/executions", tags=["executions"])
@@ -73,139 +75,32 @@ StatusFilter = Annotated[ExecutionState | None, Query(alias="status")]
 CrewFilter = Annotated[str | None, Query(pattern=r"^[0-9a-f]{32}$")]
 
 
-def request_hash(crew_id: str | None, spec: dict[str, Any], inputs: dict[str, Any]) -> str:
-    """A digest of what a start asks for, to spot an idempotency key reused differently."""
-    text = json.dumps({"crew_id": crew_id, "spec": spec, "inputs": inputs}, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def started(execution: Execution) -> ExecutionStarted:
-    """The 202 body of a start."""
-    return ExecutionStarted(
-        execution_id=execution.id,
-        workflow_id=execution.workflow_id,
-        status=execution.status,
-        crew_id=execution.crew_id,
-        created_at=execution.created_at,
-    )
-
-
-def temporal_error(exc: RPCError) -> TemporalUnavailableError:
-    """A Temporal RPC failure as the domain error (no internals in the message)."""
-    log.warning("Temporal call failed: %s", exc)
-    return TemporalUnavailableError(f"Temporal did not answer: {exc.status.name.lower()}")
-
-
 @router.post("", response_model=ExecutionStarted, status_code=status.HTTP_202_ACCEPTED)
 async def start(
     body: ExecutionCreate,
     user: CurrentUser,
     session: SessionDep,
     state: StateDep,
+    client: TemporalClientDep,
     idempotency_key: IdempotencyKey = None,
-):
+) -> ExecutionStarted:
     """Start a crew. With ``Idempotency-Key`` a retried request returns the same execution."""
-    await state.execution_limiter.hit(user.id)
-    if body.crew_id is not None:
-        crew = await CrewRepository(session).get(body.crew_id, user.id)
-        spec = CrewSpec.from_data(crew.spec)
-    else:
-        spec = CrewSpec.from_data(body.spec)
-    spec.interpolated(body.inputs)  # a missing input is a 422 before anything is written
-    spec_data = spec.model_dump(mode="json")
-    digest = request_hash(body.crew_id, spec_data, body.inputs)
-    executions = ExecutionRepository(session)
-    if idempotency_key is not None:
-        existing = await executions.get_by_idempotency_key(user.id, idempotency_key)
-        if existing is not None:
-            replayed = _replayed(existing, digest)
-            await _ensure_started(state, existing)
-            return replayed
-    client = await state.temporal.get()  # 503 before anything is written if Temporal is down
-    execution_id = new_execution_id()
-    execution = Execution(
-        id=execution_id,
-        workflow_id=workflow_id_for(execution_id),
-        owner_id=user.id,
+    owner_id = user.id  # read once: the service may roll the session back (expiring ``user``)
+    await state.execution_limiter.hit(owner_id)
+    request = StartRequest(
+        owner_id=owner_id,
         crew_id=body.crew_id,
-        crew_name=spec.name,
-        status=ExecutionState.PENDING.value,
-        spec=spec_data,
+        spec=body.spec,
         inputs=body.inputs,
         idempotency_key=idempotency_key,
-        request_hash=digest,
     )
-    # The row is committed before the workflow starts (the one commit outside get_session):
-    # the workflow's record activity and any status read must find it.
-    try:
-        await executions.create(execution)
-        await session.commit()
-    except IntegrityError:
-        await session.rollback()
-        existing = await executions.get_by_idempotency_key(user.id, idempotency_key or "")
-        if existing is None:
-            raise
-        return _replayed(existing, digest)
-    try:
-        await start_execution(
-            client,
-            spec,
-            body.inputs,
-            task_queue=state.settings.task_queue,
-            execution_id=execution_id,
-            crew_id=body.crew_id,
-            owner=user.id,
-            # False only where the server refused to register them (then starting with
-            # them would fail): the Web UI loses its filters, nothing else.
-            search_attributes=state.temporal.search_attributes,
-        )
-    except Exception as exc:
-        # Nothing half-written: without a workflow the row must go, so a retry starts anew.
-        # A timeout may hide a start that happened, so ask Temporal before deleting.
-        if not await _workflow_exists(client, execution_id):
-            await executions.delete(execution)
-            await session.commit()
-            if isinstance(exc, RPCError):
-                raise temporal_error(exc) from None
-            raise
-    return started(execution)
-
-
-async def _workflow_exists(client: Client, execution_id: str) -> bool:
-    try:
-        await ExecutionHandle(client, execution_id).describe_status()
-        return True
-    except Exception:
-        return False
-
-
-async def _ensure_started(state: Any, execution: Execution) -> None:
-    """A retried start whose first try died between writing the row and starting the
-    workflow (a crashed API process) starts it now: the key never sticks to a dead row."""
-    if execution.status != ExecutionState.PENDING.value:
-        return
-    client = await state.temporal.get()
-    if await _workflow_exists(client, execution.id):
-        return
-    await start_execution(
-        client,
-        CrewSpec.from_data(execution.spec),
-        execution.inputs,
+    spec = await resolve_spec(session, request)
+    options = WorkflowOptions(
         task_queue=state.settings.task_queue,
-        execution_id=execution.id,
-        crew_id=execution.crew_id,
-        owner=execution.owner_id,
         search_attributes=state.temporal.search_attributes,
+        llm_base_urls=tuple(state.settings.llm_base_urls),
     )
-
-
-def _replayed(existing: Execution, digest: str) -> ExecutionStarted:
-    if existing.request_hash and existing.request_hash != digest:
-        raise ConflictError(
-            "this Idempotency-Key was used for a different request",
-            details={"execution_id": existing.id},
-        )
-    return started(existing)
+    return await start_execution_for(session, client, request, spec, options)
 
 
 @router.get("", response_model=Page[ExecutionSummary])

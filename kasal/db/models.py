@@ -1,4 +1,5 @@
-"""Tables: users, crews, executions and the traces of finished executions."""
+"""Tables: users, crews, executions, the traces of finished executions, blobs, and the
+tool catalogs workers publish."""
 
 from __future__ import annotations
 
@@ -184,3 +185,18 @@ class JournalEntry(Base):
     digest: Mapped[str] = mapped_column(String(64), default="")
     response: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class WorkerCatalog(Base):
+    """The tool names one worker process resolves on one task queue, published at its start.
+
+    ``identity`` is the worker's Temporal identity (``pid@hostname``), so the API can keep
+    to the catalogs of workers that Temporal says are polling.
+    """
+
+    __tablename__ = "worker_catalogs"
+
+    identity: Mapped[str] = mapped_column(String(255), primary_key=True)
+    task_queue: Mapped[str] = mapped_column(String(255), primary_key=True)
+    tools: Mapped[list[str]] = mapped_column(JSON, default=list)
+    published_at: Mapped[datetime] = mapped_column(default=utcnow)

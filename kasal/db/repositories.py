@@ -8,17 +8,28 @@ so another user's row is simply not found.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from kasal.db.models import Crew, Execution, TraceEvent, User, utcnow
+from kasal.db.models import Crew, Execution, TraceEvent, User, WorkerCatalog, new_id, utcnow
 from kasal.exceptions import NotFoundError
 from kasal.execution import CrewWorkflowResult, Event, ExecutionState, ExecutionStatus
 
 FINISHED = tuple(s.value for s in ExecutionState if s.finished)
+
+
+def _insert_for(session: AsyncSession) -> Any:
+    """The dialect's own ``insert`` (the one with ``on_conflict_do_nothing``)."""
+    bind = session.get_bind()
+    if bind.dialect.name == "postgresql":
+        return postgresql.insert
+    if bind.dialect.name == "sqlite":
+        return sqlite.insert
+    raise NotImplementedError(f"no upsert for the {bind.dialect.name} dialect")
 
 
 class UserRepository:
@@ -55,6 +66,29 @@ class UserRepository:
         self.session.add(user)
         await self.session.flush()
         return user
+
+    async def create_if_absent(
+        self, email: str, hashed_password: str, *, is_admin: bool = False
+    ) -> bool:
+        """Insert a user unless one with this email exists; True if this call inserted it.
+
+        One statement (``INSERT ... ON CONFLICT DO NOTHING``), so any number of processes
+        may seed the same account at once: the losers insert nothing and fail nothing, and
+        the caller's transaction stays usable.
+        """
+        values = {
+            "id": new_id(),
+            "email": email.strip().lower(),
+            "hashed_password": hashed_password,
+            "is_admin": is_admin,
+            "is_active": True,
+            "created_at": utcnow(),
+        }
+        statement = _insert_for(self.session)(User).values(**values)
+        result = await self.session.execute(
+            statement.on_conflict_do_nothing(index_elements=[User.email])
+        )
+        return bool(getattr(result, "rowcount", 0))
 
 
 class CrewRepository:
@@ -249,6 +283,43 @@ class ExecutionRepository:
         for start in range(0, len(rows), 500):
             await self.session.execute(insert(TraceEvent), rows[start : start + 500])
         return execution
+
+
+class WorkerCatalogRepository:
+    """The tool catalogs workers publish, per worker identity and task queue."""
+
+    #: Rows older than this are dropped whenever a worker publishes, so every restart's new
+    #: identity does not pile up for ever. Rows are written only at worker start, hence the
+    #: generous limit: a worker running longer than this without a restart loses its row.
+    RETENTION = timedelta(days=30)
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def publish(self, identity: str, task_queue: str, tools: list[str]) -> None:
+        """Insert or replace this worker's catalog for ``task_queue``."""
+        now = utcnow()
+        statement = _insert_for(self.session)(WorkerCatalog).values(
+            identity=identity, task_queue=task_queue, tools=tools, published_at=now
+        )
+        await self.session.execute(
+            statement.on_conflict_do_update(
+                index_elements=[WorkerCatalog.identity, WorkerCatalog.task_queue],
+                set_={"tools": tools, "published_at": now},
+            )
+        )
+        await self.session.execute(
+            delete(WorkerCatalog).where(WorkerCatalog.published_at < now - self.RETENTION)
+        )
+
+    async def for_queue(self, task_queue: str) -> Sequence[WorkerCatalog]:
+        """Every catalog published for ``task_queue``, newest first."""
+        query = (
+            select(WorkerCatalog)
+            .where(WorkerCatalog.task_queue == task_queue)
+            .order_by(WorkerCatalog.published_at.desc())
+        )
+        return (await self.session.scalars(query)).all()
 
 
 class TraceRepository:

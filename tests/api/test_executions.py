@@ -244,8 +244,15 @@ async def test_human_feedback(client, alice, worker):
         "approved": False,
         "rerun": True,
     }
-    await asyncio.sleep(0.2)
-    await wait_for_status(client, alice, execution_id, {"waiting_for_input"})
+    # Waiting again means waiting after the rerun: more events than the first wait had
+    # (a status read within the status cache's lifetime still shows the first wait).
+    await wait_for_status(
+        client,
+        alice,
+        execution_id,
+        {"waiting_for_input"},
+        until=lambda body: body["event_count"] > waiting["event_count"],
+    )
     wrong_task = await client.post(path, json={"approve": True, "task": "ghost"}, headers=alice)
     assert_error(wrong_task, 409, "conflict")
     approved = await client.post(path, json={"approve": True}, headers=alice)

@@ -10,7 +10,7 @@ from sqlalchemy.exc import IntegrityError
 
 from kasal.db.engine import create_engine
 from kasal.db.migrate import migrate
-from kasal.db.models import Execution, TraceEvent
+from kasal.db.models import Execution, TraceEvent, User
 from kasal.db.repositories import (
     CrewRepository,
     ExecutionRepository,
@@ -236,3 +236,22 @@ async def test_record_of_an_execution_started_elsewhere(sessions):
         orphan = await session.get(Execution, "d" * 32)
         assert orphan.owner_id is None and orphan.status == "failed" and orphan.result is None
         assert (await ExecutionRepository(session).get("e" * 32, ann)).event_count == 0
+
+
+async def test_create_if_absent_lets_concurrent_seeders_all_succeed(sessions):
+    """Replicas seeding one admin at once: exactly one inserts, none fails (issue 11, item 8)."""
+    import asyncio
+
+    async def seed() -> bool:
+        async with sessions() as session, session.begin():
+            return await UserRepository(session).create_if_absent(
+                "Admin@Example.com", "hash", is_admin=True
+            )
+
+    outcomes = await asyncio.gather(*(seed() for _ in range(8)))
+    assert sorted(outcomes) == [False] * 7 + [True]
+    async with sessions() as session:
+        user = await UserRepository(session).get_by_email("admin@example.com")
+        assert user is not None and user.is_admin
+        count = await session.scalar(select(func.count()).select_from(User))
+    assert count == 1
