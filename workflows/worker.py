@@ -47,8 +47,9 @@ async def prepare_database(settings: Settings) -> None:
     """Bring the app database's schema up to date, so finished executions can be recorded,
     and publish the tools this worker resolves, so the API can refuse unknown ones up front.
 
-    A database that cannot be reached does not stop the worker: crews still run, and
-    recording (an activity with retries) says what went wrong.
+    A database that cannot be reached does not stop the worker: its task attempts fail with
+    ``journal_unavailable`` (their paid calls could not be journaled) and Temporal retries
+    them until the database is back; recording retries too.
     """
     from kasal.catalog import publish_worker_tools
     from kasal.db.engine import create_engine
