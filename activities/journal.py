@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import contextvars
 import hashlib
 import json
@@ -60,6 +61,9 @@ CHECK_EVERY = 0.05
 CANCEL_GRACE = 3.0
 #: How long the journal may take to answer before the attempt gives up and fails.
 JOURNAL_TIMEOUT = 60.0
+#: How often a running attempt asks the journal whether a newer attempt has started (after
+#: a Temporal outage, say): a stale attempt abandons even a provider call in flight.
+STALE_CHECK_EVERY = 2.0
 
 
 class TaskCancelled(BaseException):
@@ -454,13 +458,25 @@ class TaskObserver(LLMObserver):
         self.calls = 0
         self.replayed = 0
         self.usage = TokenUsage()
+        #: The newer attempt that superseded this one, once known.
+        self.superseded_by: int | None = None
         self._pending_hash = ""
         self._pending_tools: list[Event] = []
 
     def check(self) -> None:
-        """Stop the task's thread here if the attempt was cancelled."""
+        """Stop the task's thread here if the attempt was cancelled or superseded."""
         if self.cancelled.is_set():
+            if self.superseded_by is not None:
+                raise StaleAttempt(self._stale_message())
             raise TaskCancelled("task cancelled")
+
+    def supersede(self, newest: int) -> None:
+        """A newer attempt runs: stop at once, even in the middle of a provider call."""
+        self.superseded_by = newest
+        self.cancelled.set()
+
+    def _stale_message(self) -> str:
+        return f"attempt {self.superseded_by} of this task has started; this one stops"
 
     def _run(self, coro: Awaitable[T]) -> T:
         """Run a journal operation on the activity's event loop; a failure fails the attempt."""
@@ -484,7 +500,8 @@ class TaskObserver(LLMObserver):
         del self.journal[self.calls :]
         newest = self._run(self.store.newest_attempt(self.key))
         if newest > self.key.attempt:
-            raise StaleAttempt(f"attempt {newest} of this task has started; this one stops")
+            self.supersede(newest)
+            raise StaleAttempt(self._stale_message())
         return None
 
     def after_call(self, record: LLMCallRecord, messages: list[dict[str, Any]]) -> None:
@@ -620,9 +637,16 @@ async def run_observed(
 
         future = asyncio.get_running_loop().run_in_executor(executor, run)
         try:
+            next_stale_check = time.monotonic() + STALE_CHECK_EVERY
             while not future.done():
                 progress[0] = observer.calls
                 await asyncio.wait({future}, timeout=0.5)
+                if time.monotonic() >= next_stale_check and not future.done():
+                    next_stale_check = time.monotonic() + STALE_CHECK_EVERY
+                    with contextlib.suppress(Exception):  # the journal's own calls say more
+                        newest = await store.newest_attempt(key)
+                        if newest > attempt:
+                            observer.supersede(newest)
             raw = future.result()
             await publisher.close()
             return raw, observer, attempt

@@ -334,7 +334,8 @@ async def test_cancel_abandons_an_http_llm_call_in_flight(
     await handle.cancel()
     with pytest.raises(ExecutionCancelledError):
         await handle.result()
-    assert time.monotonic() - asked < 4, "waited for the 15 s provider call"
+    # About a second, as the README says (measured 0.3-0.6 s here; bound kept for load).
+    assert time.monotonic() - asked < 2.0, "waited for the 15 s provider call"
     status = await handle.status()
     assert [t.state for t in status.tasks] == [TaskState.CANCELLED] * 2
     assert len(llm_stub.requests_for("glacial", None)) == 1

@@ -85,3 +85,26 @@ async def test_review_timeout_takes_the_configured_outcome(
     else:
         with pytest.raises(ExecutionFailedError, match="no human feedback"):
             await asyncio.wait_for(handle.result(), 30)
+
+
+async def test_a_worker_stopping_under_a_waiting_crew_stops_cleanly(
+    temporal_server, temporal_client, task_queue, tmp_path, settings
+):
+    """A ``kasal worker`` that stops while a crew waits for a human runs no workflow code as
+    it evicts it (no ``_NotInWorkflowEventLoopError``), and another worker carries on."""
+    from tests.fixtures.temporal import running_worker
+    from tests.fixtures.worker_process import WorkerProcess
+
+    first = WorkerProcess(temporal_server.address, task_queue, tmp_path / "w1")
+    await asyncio.to_thread(first.start)
+    try:
+        handle = await start_execution(temporal_client, reviewed_crew(), task_queue=task_queue)
+        await wait_for_review(handle)
+        await asyncio.to_thread(first.stop)
+        assert "NotInWorkflowEventLoop" not in "".join(first.output)
+    finally:
+        first.kill()
+    async with running_worker(temporal_client, task_queue, settings):
+        await handle.feedback(approve=True)
+        result = await asyncio.wait_for(handle.result(), 60)
+    assert [t.name for t in result.tasks] == ["draft", "publish"]

@@ -116,3 +116,40 @@ async def test_a_journal_that_cannot_be_written_fails_the_attempt_and_it_is_retr
     # The unjournaled answer of attempt 1 was never reported as spent.
     calls = [e for e in events if e.type == EventType.LLM_CALL]
     assert [e.attempt for e in calls] == [2]
+
+
+async def test_a_superseded_attempt_stops_even_in_the_middle_of_a_call(
+    temporal_client, task_queue, worker, llm_stub, settings
+):
+    """After a Temporal outage, the server may time an attempt out and start the next one
+    while the first still runs: the first stops as soon as it learns, not at its next
+    heartbeat rejection or LLM call."""
+    from activities.journal import STALE_CHECK_EVERY
+    from kasal.db.journal import AttemptKey
+    from tests.fixtures.llm_stub import ModelBehaviour
+    from tests.helpers import stub_agent
+
+    llm_stub.behaviours["held"] = ModelBehaviour(block_at=1)
+    spec = crew(
+        [{"name": "work", "description": "Think"}],
+        agents=[{**stub_agent("held", llm_stub.base_url), "tools": []}],
+        retry=FAST_RETRY,
+    )
+    handle = await start_execution(temporal_client, spec, task_queue=task_queue)
+    assert await asyncio.to_thread(llm_stub.blocked.wait, 30)
+    run_id = (await temporal_client.get_workflow_handle(handle.workflow_id).describe()).run_id
+    engine = create_engine(settings.resolved_database_url())
+    try:
+        # What attempt 2 starting on another worker writes first.
+        await JournalStore(session_factory(engine)).begin(
+            AttemptKey(handle.workflow_id, run_id or "", "work", 2)
+        )
+    finally:
+        await engine.dispose()
+    marked = asyncio.get_running_loop().time()
+    # The held attempt gave up (its call abandoned): Temporal runs the next one.
+    await asyncio.wait_for(wait_for(handle, EventType.TASK_STARTED, resumed=True), 30)
+    assert asyncio.get_running_loop().time() - marked < STALE_CHECK_EVERY + 2
+    llm_stub.release.set()
+    result = await asyncio.wait_for(handle.result(), 60)
+    assert result.tasks[0].attempts == 2
