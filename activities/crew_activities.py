@@ -79,8 +79,8 @@ class CrewActivities:
                     "this worker has no blob store to read large context outputs from",
                     type="blob_store_missing",
                 )
-            for name, ref in data.context_refs.items():
-                context[name] = await self._blobs.get(ref)
+            for name, blob_id in data.context_refs.items():
+                context[name] = await self._blobs.get(blob_id)
 
         def work(observer: TaskObserver, attempt: int) -> str:
             agent, task, tools = build_crewai_task(
@@ -99,7 +99,8 @@ class CrewActivities:
         raw, observer, attempt = await run_observed(
             self._journal, self._executor, data.task, agent_spec.name, work
         )
-        ref = size = None
+        ref: str | None = None
+        size: int | None = None
         if self._blobs is not None and len(raw) > INLINE_LIMIT:
             ref, size = await self._blobs.put(raw), len(raw)
             raw = raw[:PREVIEW_CHARS]

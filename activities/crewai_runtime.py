@@ -70,7 +70,7 @@ def build_crewai_task(
         description=description,
         expected_output=task_spec.expected_output,
         agent=agent,
-        tools=tools,
+        tools=list(tools),
         name=task_spec.name,
     )
     return agent, task, tools

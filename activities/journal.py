@@ -29,7 +29,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -478,9 +478,11 @@ class TaskObserver(LLMObserver):
     def _stale_message(self) -> str:
         return f"attempt {self.superseded_by} of this task has started; this one stops"
 
-    def _run(self, coro: Awaitable[T]) -> T:
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run a journal operation on the activity's event loop; a failure fails the attempt."""
-        future = asyncio.run_coroutine_threadsafe(coro, self.publisher.loop)  # type: ignore[arg-type]
+        future: concurrent.futures.Future[T] = asyncio.run_coroutine_threadsafe(
+            coro, self.publisher.loop
+        )
         try:
             return future.result(timeout=JOURNAL_TIMEOUT)
         except BaseException as exc:

@@ -29,9 +29,9 @@ os.environ.setdefault("KASAL_LLM_BASE_URLS", '["http://127.0.0.1:"]')  # the loc
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kasal.client import EmbeddedTemporal, connect, free_port, start_execution  # noqa: E402
-from tests.fixtures.llm_stub import ModelBehaviour, StubLLMServer  # noqa: E402
-from tests.fixtures.worker_process import WorkerProcess  # noqa: E402
-from tests.helpers import crew, stub_agent  # noqa: E402
+from kasal.testing.llm_stub import ModelBehaviour, StubLLMServer  # noqa: E402
+from kasal.testing.specs import crew, stub_agent  # noqa: E402
+from kasal.testing.worker_process import WorkerProcess  # noqa: E402
 
 
 async def main(trials: int, heartbeat: float) -> None:

@@ -13,5 +13,5 @@ fi
 export KASAL_TEST_REQUIRE_POSTGRES="${KASAL_TEST_REQUIRE_POSTGRES:-1}"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
-.venv/bin/mypy
+.venv/bin/mypy  # the whole tree (pyproject.toml)
 exec .venv/bin/pytest "$@"

@@ -119,7 +119,8 @@ class CrewWorkflow:
             status = resume.status
             # The stream state already carries every event: read them back rather than
             # carrying them twice (the next run's input must stay under 2 MB).
-            events = [_event_from_wire(i.data) for i in (resume.stream.log or [])]
+            stream_log = resume.stream.log if resume.stream is not None else None
+            events = [_event_from_wire(i.data) for i in (stream_log or [])]
             self._outputs = dict(resume.outputs)
             self._runs = dict(resume.runs)
             self._generation = resume.generation + 1
@@ -519,7 +520,9 @@ class CrewWorkflow:
                     non_retryable_error_types=NON_RETRYABLE,
                 ),
                 cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-                **timeout.as_timedeltas(),  # type: ignore[arg-type]
+                start_to_close_timeout=timeout.as_timedeltas()["start_to_close_timeout"],
+                heartbeat_timeout=timeout.as_timedeltas()["heartbeat_timeout"],
+                schedule_to_close_timeout=timeout.as_timedeltas()["schedule_to_close_timeout"],
             )
         except ActivityError as exc:
             self._book.activity_ended(activity_id)

@@ -74,7 +74,7 @@ class PingMessage(_Message):
     type: Literal["ping"]
 
 
-ClientMessage = TypeAdapter(
+ClientMessage: TypeAdapter[Any] = TypeAdapter(
     Annotated[
         AuthMessage | SubscribeMessage | UnsubscribeMessage | PingMessage,
         Field(discriminator="type"),
