@@ -213,8 +213,26 @@ async def _run(spec: CrewSpec, inputs: dict[str, Any], as_json: bool, detach: bo
 @app.command()
 def validate(spec_file: Annotated[Path, typer.Argument(help="Crew spec, YAML or JSON.")]) -> None:
     """Check a crew spec and print it normalised (YAML, usable as a spec file)."""
+    from kasal.catalog import Catalog, check_spec
+    from kasal.exceptions import UnrunnableSpecError
+    from kasal.tools import load_tool_modules, registered_tools
+
     try:
         spec = CrewSpec.from_file(spec_file)
+        # What a worker here would resolve: the built-in tools and KASAL_TOOL_MODULES'.
+        settings = get_settings()
+        load_tool_modules(settings.tool_modules)
+        catalog = Catalog.of(
+            registered_tools(),
+            base_urls=settings.llm_base_urls,
+            source="the tools a worker on this machine loads (built in and KASAL_TOOL_MODULES)",
+        )
+        problems = check_spec(spec, catalog)
+        if problems:
+            raise UnrunnableSpecError(
+                "the spec names what no worker here can resolve",
+                details=[p.as_dict() for p in problems],
+            )
     except KasalError as exc:
         raise _fail(exc) from None
     # Plainly, not through rich: rich wraps long lines at the terminal width, which breaks

@@ -162,3 +162,38 @@ def test_run_on_a_server_already_there_says_so_and_keeps_its_crew_to_itself(
     assert "not started by this process" in said
     assert "task queue kasal-crews.local-" in said and "run only here" in said
     assert not (tmp_path / "data" / "temporal.db").exists()  # no second server
+
+
+def test_validate_refuses_what_no_worker_could_resolve(tmp_path):
+    """Unknown tools and providers and a disallowed base_url fail here, not minutes into a run."""
+    import yaml
+
+    spec_file = tmp_path / "unrunnable.yaml"
+    spec_file.write_text(
+        yaml.safe_dump(
+            {
+                "name": "unrunnable",
+                "agents": [
+                    {
+                        "name": "a",
+                        "role": "A",
+                        "goal": "g",
+                        "tools": ["calculator", "no_such_tool"],
+                        "llm": {"model": "nosuch/model"},
+                    },
+                    {
+                        "name": "b",
+                        "role": "B",
+                        "goal": "g",
+                        "llm": {"model": "compatible/x", "base_url": "http://10.1.2.3/v1"},
+                    },
+                ],
+                "tasks": [{"name": "t", "description": "d", "expected_output": "o", "agent": "a"}],
+            }
+        )
+    )
+    done = kasal("validate", str(spec_file), env={"KASAL_LLM_BASE_URLS": "[]"})
+    assert done.returncode == 2, done.stderr
+    for field in ("agents.0.tools.1", "agents.0.llm.model", "agents.1.llm.base_url"):
+        assert field in done.stderr
+    assert "no_such_tool" in done.stderr and "nosuch" in done.stderr

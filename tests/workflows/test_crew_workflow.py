@@ -376,3 +376,30 @@ async def test_providers_configured_by_environment_reach_their_endpoint(
     name = model.split("/", 1)[1]
     (request,) = llm_stub.requests_for(name)
     assert result.output == llm_stub.answer_for(name, request.prompt)
+
+
+async def test_trace_needs_no_argument_and_summaries_are_one_line(
+    temporal_client, task_queue, worker
+):
+    """`temporal workflow query --type trace` sends no argument; a role written with YAML's
+    ``>`` ends in a newline, which must not reach the Web UI's one-line summaries."""
+    from temporalio.api.enums.v1 import EventType as HistoryEventType
+    from temporalio.contrib.pydantic import pydantic_data_converter
+
+    analyst = {"name": "analyst", "role": "Senior\nAnalyst\n", "goal": "g"}
+    handle = await start(
+        temporal_client, task_queue, crew([{"name": "t", "description": "Once"}], [analyst])
+    )
+    await handle.result()
+    raw = temporal_client.get_workflow_handle(handle.workflow_id)
+    trace = await raw.query("trace")
+    assert [e["type"] for e in trace][:2] == ["execution_started", "task_started"]
+    history = await raw.fetch_history()
+    summaries = [
+        pydantic_data_converter.payload_converter.from_payload(e.user_metadata.summary, str)
+        for e in history.events
+        if e.event_type == HistoryEventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+        and e.user_metadata.HasField("summary")
+    ]
+    assert "Senior Analyst: t" in summaries
+    assert not [s for s in summaries if "\n" in s]
