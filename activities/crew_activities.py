@@ -96,9 +96,8 @@ class CrewActivities:
             )
             return str(output.raw)
 
-        raw, observer, attempt = await run_observed(
-            self._journal, self._executor, data.task, agent_spec.name, work
-        )
+        done = await run_observed(self._journal, self._executor, data.task, agent_spec.name, work)
+        raw, observer = done.raw, done.observer
         ref: str | None = None
         size: int | None = None
         if self._blobs is not None and len(raw) > INLINE_LIMIT:
@@ -111,7 +110,8 @@ class CrewActivities:
             token_usage=observer.usage,
             llm_calls=observer.calls - observer.replayed,
             replayed_calls=observer.replayed,
-            attempt=attempt,
+            attempt=done.attempt,
+            events=done.events,
         )
 
     @activity.defn(name=MANAGER_STEP)
@@ -141,14 +141,13 @@ class CrewActivities:
             )
             return str(llm.call(messages))
 
-        raw, observer, attempt = await run_observed(
-            self._journal, self._executor, data.task, manager.name, work
-        )
-        decision = parse_manager_decision(raw, [a.name for a in data.spec.agents])
+        done = await run_observed(self._journal, self._executor, data.task, manager.name, work)
+        decision = parse_manager_decision(done.raw, [a.name for a in data.spec.agents])
         if decision.action != "invalid":
             decision.raw = ""  # the parsed fields say it all; history need not hold it twice
-        decision.token_usage = observer.usage
-        decision.attempt = attempt
+        decision.token_usage = done.observer.usage
+        decision.attempt = done.attempt
+        decision.events = done.events
         return decision
 
     @activity.defn(name=STASH_OUTPUTS)

@@ -55,8 +55,6 @@ T = TypeVar("T")
 #: How often a running attempt heartbeats. The worker's heartbeat throttle (1 s) decides how
 #: often one reaches the server, and so how soon a cancellation reaches the attempt.
 HEARTBEAT_EVERY = 0.5
-#: How often CrewAI's thread looks for a cancellation while a provider call is in flight.
-CHECK_EVERY = 0.05
 #: How long a cancelled attempt may take to stop its thread before reporting anyway.
 CANCEL_GRACE = 3.0
 #: How long the journal may take to answer before the attempt gives up and fails.
@@ -64,6 +62,8 @@ JOURNAL_TIMEOUT = 60.0
 #: How often a running attempt asks the journal whether a newer attempt has started (after
 #: a Temporal outage, say): a stale attempt abandons even a provider call in flight.
 STALE_CHECK_EVERY = 2.0
+#: Before paying for a call, the journal is asked again if its last word is older than this.
+FRESH_FOR = 1.0
 
 
 class TaskCancelled(BaseException):
@@ -151,17 +151,22 @@ class LLMObserver:
         """Called after each successful call."""
 
     def check(self) -> None:
-        """Called every few milliseconds while a provider call is in flight; raising here
-        abandons the call (its thread finishes on its own and its answer is dropped)."""
+        """Raises if the attempt must stop; a provider call in flight is then abandoned
+        (its thread finishes on its own and its answer is dropped)."""
+
+    def stop_signal(self) -> concurrent.futures.Future[None] | None:
+        """Done once the attempt must stop (None: it never does)."""
+        return None
 
     def on_tool(self, data: dict[str, Any]) -> None:
         """Called after each tool use."""
 
 
-def call_abandonable(check: Callable[[], None], fn: Callable[..., T], *args: Any, **kw: Any) -> T:
-    """``fn(*args, **kw)`` in a daemon thread of its own, while ``check()`` runs every
-    :data:`CHECK_EVERY` seconds: when it raises, the call is abandoned (a blocking HTTP
-    request cannot be interrupted; its answer is dropped, and it never delays exit)."""
+def call_abandonable(observer: LLMObserver, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
+    """``fn(*args, **kw)`` in a daemon thread of its own, abandoned the moment the observer's
+    stop signal fires (a blocking HTTP request cannot be interrupted: its answer is dropped,
+    and it never delays exit). Waits on both without polling: a thousand calls in flight
+    cost no CPU while they wait."""
     future: concurrent.futures.Future[T] = concurrent.futures.Future()
     run = contextvars.copy_context().run
 
@@ -172,11 +177,14 @@ def call_abandonable(check: Callable[[], None], fn: Callable[..., T], *args: Any
             future.set_exception(exc)
 
     threading.Thread(target=target, name="kasal-llm-call", daemon=True).start()
-    while True:
-        try:
-            return future.result(timeout=CHECK_EVERY)
-        except concurrent.futures.TimeoutError:
-            check()
+    waits: list[concurrent.futures.Future[Any]] = [future]
+    stop = observer.stop_signal()
+    if stop is not None:
+        waits.append(stop)
+    concurrent.futures.wait(waits, return_when=concurrent.futures.FIRST_COMPLETED)
+    if not future.done():
+        observer.check()  # raises: the attempt stopped
+    return future.result()
 
 
 def _as_messages(messages: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -243,7 +251,7 @@ class ObservedLLM(BaseLLM):
         try:
             self._inner.stop = list(self.stop)
             result = call_abandonable(
-                self._observer.check,
+                self._observer,
                 self._inner.call,
                 messages,
                 tools=tools,
@@ -325,13 +333,22 @@ class ObservedTool(BaseTool):
 
 
 class Publisher:
-    """Signs events and sends them to the workflow in order, in batches, off CrewAI's thread.
+    """Signs events and sends them to the workflow in order, off CrewAI's thread.
+
+    Each signal is a history event and a workflow task, so events are batched: a batch
+    waits :data:`LINGER` seconds for company and goes at most every :data:`MIN_INTERVAL`
+    seconds. What is still unsent when the attempt ends rides on its result instead: a task
+    whose only call is its final answer sends no signal at all.
 
     Events are what people watch, not what durability rests on (the journal is): a batch the
     workflow cannot be reached for is retried a few times, then dropped with a warning.
     """
 
     SEND_TRIES = 5
+    #: How long a new event waits for others before a batch goes out.
+    LINGER = 0.25
+    #: The least time between two batches.
+    MIN_INTERVAL = 1.0
 
     def __init__(
         self,
@@ -353,7 +370,9 @@ class Publisher:
         self._seq = 0
         self._lock = threading.Lock()
         self._queue: list[Event] = []
-        self._closed = False
+        self._closing = False
+        self._sending = False
+        self._last_sent = loop.time() - self.MIN_INTERVAL
         self._sender: asyncio.Task[None] | None = None
 
     def event(self, kind: EventType, agent: str | None, data: dict[str, Any]) -> Event:
@@ -384,42 +403,46 @@ class Publisher:
         self.loop.call_soon_threadsafe(self._enqueue, events)
 
     def _enqueue(self, events: list[Event]) -> None:
-        if self._closed:
+        if self._closing:
             return
         self._queue.extend(events)
         if self._sender is None or self._sender.done():
             self._sender = asyncio.create_task(self._drain())
 
     async def _drain(self) -> None:
-        # One batch in flight at a time: events stay in order, and what piles up meanwhile
-        # goes in the next batch (one signal for many events under load).
-        while self._queue:
+        # One batch in flight at a time, in order; what piles up meanwhile goes in the next.
+        while self._queue and not self._closing:
+            wait = max(self.LINGER, self._last_sent + self.MIN_INTERVAL - self.loop.time())
+            await asyncio.sleep(wait)  # cancelled by close(): nothing is taken yet
+            if self._closing:
+                return
             events, self._queue = self._queue, []
-            await self._deliver(events)
+            self._sending = True
+            try:
+                await self.deliver(events)
+            finally:
+                self._sending = False
+                self._last_sent = self.loop.time()
 
-    async def send_now(self, events: list[Event]) -> None:
-        """Send ``events`` after everything queued, and wait until they are delivered."""
-        await self.flush()
-        await self._deliver(events)
-
-    async def flush(self) -> None:
-        """Wait until every queued event is sent (or given up on)."""
+    async def close(self, *, discard: bool = False) -> list[Event]:
+        """Stop sending; the events not sent yet (none if ``discard``: a cancelled attempt's
+        last answer is dropped). Waits for a batch in flight, so nothing is sent after."""
+        self._closing = True
         await asyncio.sleep(0)  # let events queued from CrewAI's thread land first
-        while self._sender is not None and not self._sender.done():
-            await asyncio.shield(self._sender)
+        sender = self._sender
+        if sender is not None and not sender.done():
+            if self._sending:
+                await asyncio.shield(sender)
+            else:
+                sender.cancel()
+                await asyncio.gather(sender, return_exceptions=True)
+        rest, self._queue = self._queue, []
+        return [] if discard else rest
 
-    async def close(self, *, discard: bool = False) -> None:
-        """Send what is queued (or drop it: a cancelled attempt's last answer is dropped)."""
-        if discard:
-            self._queue.clear()
-            if self._sender is not None:
-                self._sender.cancel()
-                await asyncio.gather(self._sender, return_exceptions=True)
-        else:
-            await self.flush()
-        self._closed = True
-
-    async def _deliver(self, events: list[Event]) -> None:
+    async def deliver(self, events: list[Event]) -> None:
+        """Send ``events`` now, in one signed batch; wait until delivered (or given up)."""
+        if not events:
+            return
         batch = self.batch(events)
         for attempt in range(self.SEND_TRIES):
             try:
@@ -447,33 +470,43 @@ class TaskObserver(LLMObserver):
         store: JournalStore,
         key: AttemptKey,
         journal: list[JournalRecord],
-        cancelled: threading.Event,
     ) -> None:
         self.publisher = publisher
         self.agent = agent
         self.store = store
         self.key = key
         self.journal = journal
-        self.cancelled = cancelled
+        #: Done once the attempt must stop: cancelled, or superseded by a newer attempt.
+        self.stopped: concurrent.futures.Future[None] = concurrent.futures.Future()
         self.calls = 0
         self.replayed = 0
         self.usage = TokenUsage()
         #: The newer attempt that superseded this one, once known.
         self.superseded_by: int | None = None
+        #: When the journal last said no newer attempt runs (it just began: now).
+        self._fresh_at = time.monotonic()
         self._pending_hash = ""
         self._pending_tools: list[Event] = []
 
     def check(self) -> None:
         """Stop the task's thread here if the attempt was cancelled or superseded."""
-        if self.cancelled.is_set():
+        if self.stopped.done():
             if self.superseded_by is not None:
                 raise StaleAttempt(self._stale_message())
             raise TaskCancelled("task cancelled")
 
+    def stop_signal(self) -> concurrent.futures.Future[None]:
+        return self.stopped
+
+    def cancel(self) -> None:
+        """The workflow cancelled the attempt: stop at once, even in a provider call."""
+        if not self.stopped.done():
+            self.stopped.set_result(None)
+
     def supersede(self, newest: int) -> None:
         """A newer attempt runs: stop at once, even in the middle of a provider call."""
         self.superseded_by = newest
-        self.cancelled.set()
+        self.cancel()
 
     def _stale_message(self) -> str:
         return f"attempt {self.superseded_by} of this task has started; this one stops"
@@ -498,12 +531,15 @@ class TaskObserver(LLMObserver):
             if entry.kind == "llm" and entry.prompt_hash == digest:
                 return entry.response
         # Past the journal (or the prompts changed): everything after is paid for again,
-        # unless a newer attempt already runs, which would pay for it too.
+        # unless a newer attempt already runs, which would pay for it too. (Asked at most
+        # once a second: the attempt's own watch asks every few seconds anyway.)
         del self.journal[self.calls :]
-        newest = self._run(self.store.newest_attempt(self.key))
-        if newest > self.key.attempt:
-            self.supersede(newest)
-            raise StaleAttempt(self._stale_message())
+        if time.monotonic() - self._fresh_at > FRESH_FOR:
+            newest = self._run(self.store.newest_attempt(self.key))
+            if newest > self.key.attempt:
+                self.supersede(newest)
+                raise StaleAttempt(self._stale_message())
+            self._fresh_at = time.monotonic()
         return None
 
     def after_call(self, record: LLMCallRecord, messages: list[dict[str, Any]]) -> None:
@@ -574,17 +610,30 @@ def as_application_error(exc: BaseException) -> ApplicationError:
     return ApplicationError(f"{type(exc).__name__}: {exc}", type=type(exc).__name__)
 
 
+@dataclass
+class Observed:
+    """What one observed attempt produced."""
+
+    raw: str
+    observer: TaskObserver
+    attempt: int
+    #: Events not yet sent to the workflow: they ride on the activity's result.
+    events: list[Event]
+
+
 async def run_observed(
     store: JournalStore,
     executor: concurrent.futures.Executor | None,
     task: str,
     agent: str,
     work: Callable[[TaskObserver, int], str],
-) -> tuple[str, TaskObserver, int]:
+) -> Observed:
     """Run ``work`` in a thread as one observed attempt of the calling activity.
 
     Heartbeats from the first moment, journals and replays calls, sends events, stops on
-    cancellation (within about a heartbeat) and maps errors to retryable or not.
+    cancellation (within about a heartbeat) or when superseded, maps errors to retryable or
+    not. Waiting costs no CPU: the thread blocks on its provider call and this coroutine on
+    the thread (waking only to look for a newer attempt every few seconds).
     """
     info = activity.info()
     workflow_id = info.workflow_id or ""
@@ -596,11 +645,11 @@ async def run_observed(
     every = HEARTBEAT_EVERY
     if info.heartbeat_timeout:
         every = min(every, max(info.heartbeat_timeout.total_seconds() / 3, 0.1))
-    progress = [0]
+    observer: TaskObserver | None = None
 
     async def beat() -> None:
         while True:
-            activity.heartbeat(progress[0])
+            activity.heartbeat(observer.calls if observer is not None else 0)
             await asyncio.sleep(every)
 
     heart = asyncio.create_task(beat())
@@ -613,7 +662,6 @@ async def run_observed(
         activity_id=info.activity_id,
         attempt=attempt,
     )
-    cancelled = threading.Event()
     try:
         key = AttemptKey(workflow_id, info.workflow_run_id or "", info.activity_id, attempt)
         try:
@@ -628,34 +676,31 @@ async def run_observed(
                 agent,
                 {"journaled_calls": len(journal), "resumed": True, "step": info.activity_id},
             )
-            await publisher.send_now([started])
-        observer = TaskObserver(publisher, agent, store, key, journal, cancelled)
+            await publisher.deliver([started])
+        observer = TaskObserver(publisher, agent, store, key, journal)
+        current = observer
 
         def run() -> str:
             try:
-                return work(observer, attempt)
+                return work(current, attempt)
             finally:
-                observer.flush()
+                current.flush()
 
         future = asyncio.get_running_loop().run_in_executor(executor, run)
         try:
-            next_stale_check = time.monotonic() + STALE_CHECK_EVERY
             while not future.done():
-                progress[0] = observer.calls
-                await asyncio.wait({future}, timeout=0.5)
-                if time.monotonic() >= next_stale_check and not future.done():
-                    next_stale_check = time.monotonic() + STALE_CHECK_EVERY
+                await asyncio.wait({future}, timeout=STALE_CHECK_EVERY)
+                if not future.done():
                     with contextlib.suppress(Exception):  # the journal's own calls say more
                         newest = await store.newest_attempt(key)
                         if newest > attempt:
                             observer.supersede(newest)
             raw = future.result()
-            await publisher.close()
-            return raw, observer, attempt
+            return Observed(raw, observer, attempt, await publisher.close())
         except asyncio.CancelledError:
-            # Stop CrewAI at its next call or tool use (or abandon its provider call now),
+            # Abandon CrewAI's provider call now (or stop it at its next call or tool use),
             # drop what it had not yet reported, then report the cancellation.
-            cancelled.set()
+            observer.cancel()
             await publisher.close(discard=True)
             await asyncio.wait({future}, timeout=CANCEL_GRACE)
             future.add_done_callback(lambda f: f.cancelled() or f.exception())
@@ -668,36 +713,37 @@ async def run_observed(
             raise asyncio.CancelledError() from exc
         except BaseException as exc:
             error = as_application_error(exc)
-            await publisher.close()
-            await _report_retry(publisher, agent, error, info)
+            await _report_failure(publisher, agent, error, info)
             raise error from None  # provider chains can be cyclic; the message says it
     finally:
         heart.cancel()
 
 
-async def _report_retry(
+async def _report_failure(
     publisher: Publisher, agent: str, error: ApplicationError, info: activity.Info
 ) -> None:
-    """Say that this attempt failed and when Temporal will retry it (if it will)."""
+    """Send what the attempt did, and when Temporal will retry it (if it will)."""
+    events = await publisher.close()
     policy = info.retry_policy
     max_attempts = policy.maximum_attempts if policy else 0
     will_retry = not error.non_retryable and (max_attempts == 0 or info.attempt < max_attempts)
     if policy and policy.non_retryable_error_types and error.type:
         will_retry = will_retry and error.type not in policy.non_retryable_error_types
-    if not will_retry:
-        return
-    event = publisher.event(
-        EventType.TASK_RETRYING,
-        agent,
-        {
-            "error": str(error.message),
-            "error_type": error.type,
-            "next_attempt": info.attempt + 1,
-            "max_attempts": max_attempts or None,
-            "retry_in_seconds": _next_delay(policy, info.attempt),
-        },
-    )
-    await publisher.send_now([event])
+    if will_retry:
+        events.append(
+            publisher.event(
+                EventType.TASK_RETRYING,
+                agent,
+                {
+                    "error": str(error.message),
+                    "error_type": error.type,
+                    "next_attempt": info.attempt + 1,
+                    "max_attempts": max_attempts or None,
+                    "retry_in_seconds": _next_delay(policy, info.attempt),
+                },
+            )
+        )
+    await publisher.deliver(events)
 
 
 def _next_delay(policy: Any, attempt: int) -> float | None:

@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from kasal.execution import CrewWorkflowResult, ExecutionStatus, TokenUsage
+from kasal.execution import CrewWorkflowResult, Event, ExecutionStatus, TokenUsage
 from kasal.spec import CrewSpec
 
 #: Activity type names, shared by the worker (registration) and the workflow (calls).
@@ -48,6 +48,8 @@ class RunTaskResult(BaseModel):
     #: Set when the output was too large for history: ``raw`` is then a preview.
     ref: str | None = None
     size: int | None = None
+    #: The attempt's events not yet signalled (its last calls): the workflow adds them.
+    events: list[Event] = Field(default_factory=list)
 
 
 class RecordExecutionInput(BaseModel):
@@ -108,6 +110,8 @@ class ManagerDecision(BaseModel):
     raw: str = ""
     token_usage: TokenUsage = Field(default_factory=TokenUsage)
     attempt: int = 1
+    #: The step's events not yet signalled: the workflow adds them.
+    events: list[Event] = Field(default_factory=list)
 
 
 STASH_OUTPUTS = "stash_outputs"

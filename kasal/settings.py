@@ -48,7 +48,9 @@ class Settings(BaseSettings):
     embedded_port: int = 7233
     embedded_ui_port: int = 8233
     #: Worker concurrency.
-    max_concurrent_activities: int = 20
+    #: Task attempts one worker runs at once. Tasks wait on LLM providers (I/O, no CPU while
+    #: they wait), so the default is high; each running task holds one thread.
+    max_concurrent_activities: int = 1000
     max_concurrent_workflow_tasks: int = 50
     #: Modules to import on worker start so their tools register by name.
     tool_modules: list[str] = Field(default_factory=list)

@@ -535,6 +535,15 @@ class CrewWorkflow:
             # Cancelled, or evicted at worker shutdown (no workflow calls may run then).
             self._book.activity_ended(activity_id)
             raise
+        # The attempt's last events ride on its result (no signal for them).
+        self._book.accept(
+            ActivityEventsInput(
+                task=task.name,
+                attempt=result.attempt,
+                events=result.events,
+                journal_key=activity_id,
+            )
+        )
         self._book.activity_ended(activity_id)
         self._raise_if_cancel_requested()
         return result

@@ -57,10 +57,13 @@ class JournalStore:
         self.sessions = sessions
 
     async def begin(self, key: AttemptKey) -> list[JournalRecord]:
-        """Mark ``key`` as the activity's newest attempt; the journal it may replay."""
-        await self.append(key, JournalRecord(seq=START_MARK, prompt_hash="", response=""))
+        """Mark ``key`` as the activity's newest attempt; the journal it may replay.
+
+        A first attempt supersedes nothing and has nothing to replay: no query at all.
+        """
         if key.attempt == 1:
             return []
+        await self.append(key, JournalRecord(seq=START_MARK, prompt_hash="", response=""))
         async with self.sessions() as session:
             result = await session.execute(
                 select(JournalEntry).where(

@@ -7,7 +7,6 @@ SQLite journal, with the events the observer publishes captured as signed batche
 from __future__ import annotations
 
 import asyncio
-import threading
 
 import pytest
 
@@ -66,7 +65,7 @@ async def observer_for(store, attempt=1, journal=None) -> tuple[TaskObserver, Se
         activity_id="task",
         attempt=attempt,
     )
-    return TaskObserver(publisher, "agent", store, key, journal, threading.Event()), sent
+    return TaskObserver(publisher, "agent", store, key, journal), sent
 
 
 def paid(response: str) -> LLMCallRecord:
@@ -81,7 +80,7 @@ async def test_a_paid_call_is_journaled_before_crewai_goes_on_and_replayed_by_th
     first, sent = await observer_for(store)
     assert await in_thread(first.before_call, MESSAGES) is None
     await in_thread(first.after_call, paid("42"), MESSAGES)
-    await first.publisher.close()
+    sent.batches.append(first.publisher.batch(await first.publisher.close()))
     # Durable already: the next attempt replays it without asking the provider.
     second, _ = await observer_for(store, attempt=2)
     assert await in_thread(second.before_call, MESSAGES) == "42"
@@ -109,13 +108,14 @@ async def test_an_unwritable_journal_fails_the_attempt_instead_of_going_on(store
     await in_thread(observer.before_call, MESSAGES)
     with pytest.raises(JournalUnavailable, match="database is down"):
         await in_thread(observer.after_call, paid("42"), MESSAGES)
-    await observer.publisher.close()
+    assert await observer.publisher.close() == []
     assert sent.events == [] and observer.journal == []
     # A BaseException: CrewAI's ``except Exception`` cannot swallow it and carry on.
     assert not issubclass(JournalUnavailable, Exception)
 
 
-async def test_a_stale_attempt_stops_before_paying_again(store):
+async def test_a_stale_attempt_stops_before_paying_again(store, monkeypatch):
+    monkeypatch.setattr("activities.journal.FRESH_FOR", 0.0)  # ask the journal every time
     stale, _ = await observer_for(store, attempt=1)
     await in_thread(stale.before_call, MESSAGES)
     await in_thread(stale.after_call, paid("first"), MESSAGES)
@@ -127,23 +127,28 @@ async def test_a_stale_attempt_stops_before_paying_again(store):
 async def test_an_answer_that_arrives_after_the_cancel_is_dropped(store):
     observer, sent = await observer_for(store)
     await in_thread(observer.before_call, MESSAGES)
-    observer.cancelled.set()  # cancelled while the provider was answering
+    observer.cancel()  # cancelled while the provider was answering
     with pytest.raises(TaskCancelled):
         await in_thread(observer.after_call, paid("late"), MESSAGES)
-    await observer.publisher.close()
+    assert await observer.publisher.close() == []
     assert sent.events == [] and observer.journal == []
     assert await store.begin(AttemptKey("wf-1", "run-1", "task", 2)) == []
 
 
-async def test_events_keep_their_order_across_batches(store):
+async def test_events_go_in_order_in_few_batches_and_the_rest_rides_on_the_result(store):
+    """Each signal is a history event and a workflow task: events are batched (at most one
+    batch a second), and what is unsent at the end goes back with the activity's result."""
     observer, sent = await observer_for(store)
-    for n in range(20):
+    for n in range(30):
         messages = [{"role": "user", "content": f"call {n}"}]
         await in_thread(observer.before_call, messages)
         await in_thread(observer.after_call, paid(str(n)), messages)
-    await observer.publisher.close()
-    assert [e.data["call"] for e in sent.events] == list(range(1, 21))
-    assert len({e.event_id for e in sent.events}) == 20
+        await asyncio.sleep(0.05)  # 1.5 s of calls
+    rest = await observer.publisher.close()
+    events = [*sent.events, *rest]
+    assert [e.data["call"] for e in events] == list(range(1, 31))
+    assert len({e.event_id for e in events}) == 30
+    assert 1 <= len(sent.batches) <= 2 and rest
 
 
 def test_prompt_hash_ignores_everything_but_role_and_content():

@@ -1,0 +1,49 @@
+"""The floor for bench/load.py: a bare workflow of N sequential activities that each wait
+as long as the LLM would, run by a plain Temporal worker with the SDK's default settings.
+
+    python -m bench.bare_load ADDRESS TASK_QUEUE LATENCY   # the worker, until killed
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from datetime import timedelta
+
+from temporalio import activity, workflow
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+
+@activity.defn(name="bench_wait")
+async def wait(seconds: float) -> str:
+    """Waits like a provider call: I/O, no CPU."""
+    await asyncio.sleep(seconds)
+    return "done"
+
+
+@workflow.defn(name="BenchBareLoad")
+class BareLoadWorkflow:
+    """``count`` sequential activities of ``seconds`` each."""
+
+    @workflow.run
+    async def run(self, count: int, seconds: float) -> int:
+        for _ in range(count):
+            await workflow.execute_activity(
+                "bench_wait", seconds, start_to_close_timeout=timedelta(seconds=600)
+            )
+        return count
+
+
+async def serve(address: str, task_queue: str) -> None:
+    """A worker with the SDK's defaults, until killed."""
+    client = await Client.connect(address)
+    async with Worker(
+        client, task_queue=task_queue, workflows=[BareLoadWorkflow], activities=[wait]
+    ):
+        print("bare worker ready", flush=True)
+        await asyncio.Event().wait()
+
+
+if __name__ == "__main__":
+    asyncio.run(serve(sys.argv[1], sys.argv[2]))

@@ -1,0 +1,275 @@
+"""Many crews in flight on one worker: Kasal against bare Temporal, in the same run.
+
+    .venv/bin/python bench/load.py [--crews 50,200,1000] [--latency 1.0] [--tasks 3]
+
+One embedded Temporal dev server, one OpenAI-compatible server that answers every request
+after ``--latency`` seconds (asynchronous: it holds thousands of requests at once), and two
+worker processes at their default settings:
+
+- ``bare``: a plain Temporal worker running a workflow of ``--tasks`` sequential activities
+  that each wait ``--latency`` seconds (the floor any Temporal-based design pays);
+- ``kasal``: ``kasal worker``, running crews of ``--tasks`` sequential tasks with one LLM
+  call each against that server (the real provider path: CrewAI's OpenAI client over HTTP).
+
+For each count, all crews start at once. Printed per kind: wall time, crews/s, p50/p99 crew
+latency, worker and server CPU per task (from /proc), the worker's RSS, and for Kasal the
+provider requests (which must equal the tasks: nothing paid twice).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+os.environ.setdefault("CREWAI_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("OTEL_SDK_DISABLED", "true")
+os.environ.setdefault("CREWAI_TRACING_ENABLED", "false")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import httpx  # noqa: E402
+from temporalio.client import Client  # noqa: E402
+
+from kasal.client import EmbeddedTemporal, connect, free_port, start_execution  # noqa: E402
+from kasal.testing.specs import crew  # noqa: E402
+from kasal.testing.worker_process import WorkerProcess  # noqa: E402
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process now."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+@dataclass
+class Round:
+    """One count of one kind."""
+
+    kind: str
+    crews: int
+    wall: float
+    latencies: list[float]
+    worker_cpu: float
+    server_cpu: float
+    rss_before: float
+    rss_peak: float
+    requests: int | None = None
+
+    def line(self, tasks: int) -> str:
+        per_task = self.crews * tasks
+        lat = sorted(self.latencies)
+        p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
+        requests = "" if self.requests is None else f"  LLM requests {self.requests}/{per_task}"
+        return (
+            f"{self.kind:6} {self.crews:5} crews  wall {self.wall:6.1f} s  "
+            f"{self.crews / self.wall:6.1f} crews/s  p50 {statistics.median(lat):6.1f} s  "
+            f"p99 {p99:6.1f} s  worker CPU {self.worker_cpu / per_task * 1000:5.1f} ms/task  "
+            f"server CPU {self.server_cpu / per_task * 1000:5.1f} ms/task  "
+            f"RSS {self.rss_before:4.0f} -> {self.rss_peak:4.0f} MB{requests}"
+        )
+
+
+async def measure(kind, count, start_one, worker_pid, server_pid) -> Round:
+    """Start ``count`` crews at once and wait for all; CPU and memory around it."""
+    rss_before = rss_mb(worker_pid)
+    peak = [rss_before]
+    worker0, server0 = cpu_seconds(worker_pid), cpu_seconds(server_pid)
+
+    async def sample() -> None:
+        while True:
+            peak[0] = max(peak[0], rss_mb(worker_pid))
+            await asyncio.sleep(0.5)
+
+    sampler = asyncio.create_task(sample())
+    began = time.monotonic()
+
+    async def one() -> float:
+        started = time.monotonic()
+        await start_one()
+        return time.monotonic() - started
+
+    latencies = await asyncio.gather(*(one() for _ in range(count)))
+    wall = time.monotonic() - began
+    sampler.cancel()
+    return Round(
+        kind,
+        count,
+        wall,
+        list(latencies),
+        cpu_seconds(worker_pid) - worker0,
+        cpu_seconds(server_pid) - server0,
+        rss_before,
+        max(peak[0], rss_mb(worker_pid)),
+    )
+
+
+def profiler(pid: int, out: Path) -> subprocess.Popen[bytes]:
+    """py-spy sampling ``pid`` into collapsed stacks at ``out`` until stopped (SIGINT)."""
+    return subprocess.Popen(
+        [
+            "py-spy",
+            "record",
+            "-p",
+            str(pid),
+            "-o",
+            str(out),
+            "--format",
+            "raw",
+            "-r",
+            "100",
+            "--nonblocking",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def top_frames(collapsed: Path, limit: int = 25) -> str:
+    """The functions the samples spent most time in (inclusive), from collapsed stacks."""
+    from collections import Counter
+
+    inclusive: Counter[str] = Counter()
+    total = 0
+    for line in collapsed.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        total += int(count)
+        for frame in set(stack.split(";")):
+            inclusive[frame.split(" (")[0] + " " + frame.rsplit("/", 1)[-1]] += int(count)
+    return "\n".join(f"  {n / total:6.1%}  {frame}" for frame, n in inclusive.most_common(limit))
+
+
+async def main(counts: list[int], latency: float, tasks: int, profile: Path | None) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        server = await EmbeddedTemporal(Path(tmp), port=free_port(), ui_port=None).start()
+        llm_port = free_port()
+        llm = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "kasal.testing.slow_llm",
+                "--port",
+                str(llm_port),
+                "--latency",
+                str(latency),
+            ],
+            cwd=ROOT,
+        )
+        queue = f"load-{uuid.uuid4().hex[:6]}"
+        bare = subprocess.Popen(
+            [sys.executable, "-m", "bench.bare_load", server.address, queue + "-bare"],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        worker = WorkerProcess(
+            server.address,
+            queue,
+            Path(tmp) / "worker",
+            KASAL_LLM_BASE_URLS='["http://127.0.0.1:"]',
+        )
+        try:
+            assert bare.stdout is not None and "ready" in bare.stdout.readline()
+            await asyncio.to_thread(worker.start)
+            assert worker.process is not None and server.process is not None
+            client: Client = await connect(server.address)
+            base_url = f"http://127.0.0.1:{llm_port}/v1"
+            spec = crew(
+                [{"name": f"t{i}", "description": f"Step {i}"} for i in range(tasks)],
+                agents=[
+                    {
+                        "name": "analyst",
+                        "role": "Analyst",
+                        "goal": "Analyse",
+                        "llm": {"model": "compatible/slow", "base_url": base_url},
+                    }
+                ],
+            )
+
+            async def start_bare() -> None:
+                await client.execute_workflow(
+                    "BenchBareLoad",
+                    args=[tasks, latency],
+                    id=f"bare-{uuid.uuid4()}",
+                    task_queue=queue + "-bare",
+                )
+
+            async def start_kasal() -> None:
+                await (await start_execution(client, spec, task_queue=queue)).result()
+
+            async with httpx.AsyncClient() as http:
+
+                async def requests() -> int:
+                    stats = (await http.get(f"http://127.0.0.1:{llm_port}/stats")).json()
+                    return int(stats["requests"])
+
+                # Warm-up: first workflows after a start are not steady state.
+                await asyncio.gather(*(start_bare() for _ in range(5)))
+                await asyncio.gather(*(start_kasal() for _ in range(5)))
+                print(
+                    f"{tasks} sequential tasks per crew, {latency:g} s per LLM call "
+                    f"(ideal crew latency {tasks * latency:g} s); one dev server, one worker"
+                )
+                for count in counts:
+                    rounds = [
+                        await measure("bare", count, start_bare, bare.pid, server.process.pid),
+                    ]
+                    before = await requests()
+                    spy = None
+                    if profile is not None:
+                        profile.mkdir(parents=True, exist_ok=True)
+                        out = profile / f"kasal-worker-{count}.txt"
+                        spy = profiler(worker.process.pid, out)
+                    kasal = await measure(
+                        "kasal", count, start_kasal, worker.process.pid, server.process.pid
+                    )
+                    if spy is not None:
+                        spy.send_signal(signal.SIGINT)
+                        spy.wait(60)
+                        print(f"worker profile ({out}), inclusive:\n{top_frames(out)}")
+                    kasal.requests = await requests() - before
+                    rounds.append(kasal)
+                    for r in rounds:
+                        print(r.line(tasks), flush=True)
+                    print(
+                        f"       kasal / bare wall {kasal.wall / rounds[0].wall:.2f}x, "
+                        f"kasal / ideal {kasal.wall / (tasks * latency):.1f}x",
+                        flush=True,
+                    )
+        finally:
+            worker.kill()
+            bare.kill()
+            llm.kill()
+            server.stop()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--crews", default="50,200,1000")
+    parser.add_argument("--latency", type=float, default=1.0)
+    parser.add_argument("--tasks", type=int, default=3)
+    parser.add_argument(
+        "--profile", type=Path, help="sample the Kasal worker with py-spy into this directory"
+    )
+    args = parser.parse_args()
+    counts = [int(c) for c in args.crews.split(",")]
+    asyncio.run(main(counts, args.latency, args.tasks, args.profile))
