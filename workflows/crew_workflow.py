@@ -111,6 +111,8 @@ class CrewWorkflow:
         self._signed_events = True
         #: LLM calls reported per task (for the Web UI's current details).
         self._llm_calls: dict[str, int] = {}
+        #: Resets seen in the history and not marked in the trace yet.
+        self._resets_pending = 0
         status = ExecutionStatus(
             execution_id=data.execution_id,
             crew_name=data.spec.name,
@@ -152,6 +154,7 @@ class CrewWorkflow:
         # must not change when it replays (subscribers' polls complete on it).
         self._signed_events = workflow.patched(SIGNED_EVENTS_PATCH)
         resumed = data.resume is not None
+        self._reset_watcher = asyncio.create_task(self._watch_resets())
         self._status.started_at = self._status.started_at or workflow.now()
         self._set_state(ExecutionState.RUNNING)
         try:
@@ -260,17 +263,35 @@ class CrewWorkflow:
             )
 
     def _on_reset(self, _seed: int) -> None:
-        """The history shows a reset: a new run goes on from here (same execution)."""
-        self._status.resets += 1
-        self._emit(
-            EventType.EXECUTION_RESET,
-            data={
-                "run_id": workflow.info().run_id,
-                "reset_number": self._status.resets,
-                # The record activity adds the base run, the reason and the superseded
-                # events once the run ends (only the history knows them).
-            },
-        )
+        """The history shows a reset: a new run goes on from here (same execution).
+
+        Called while the activation's jobs are applied, outside the workflow's event loop
+        (no clock there): the marker is emitted before the next event, or by
+        ``_watch_resets`` if nothing else happens.
+        """
+        self._resets_pending += 1
+
+    def _flush_resets(self) -> None:
+        while self._resets_pending:
+            self._resets_pending -= 1
+            self._status.resets += 1
+            self._book.emit(
+                EventType.EXECUTION_RESET,
+                workflow.now(),
+                data={
+                    "run_id": workflow.info().run_id,
+                    "reset_number": self._status.resets,
+                    # The record activity adds the base run, the reason and the superseded
+                    # events once the run ends (only the history knows them).
+                },
+            )
+
+    async def _watch_resets(self) -> None:
+        """Marks a reset at once even while the workflow waits (no other event comes)."""
+        while True:
+            await workflow.wait_condition(lambda: self._resets_pending > 0)
+            self._flush_resets()
+            self._show_details()
 
     def _cancel_unfinished(self) -> None:
         """Every task that did not finish is cancelled (the execution is over)."""
@@ -708,6 +729,7 @@ class CrewWorkflow:
         attempt: int | None = None,
         data: dict[str, Any] | None = None,
     ) -> None:
+        self._flush_resets()
         self._book.emit(kind, workflow.now(), task=task, agent=agent, attempt=attempt, data=data)
         self._show_details()
 
@@ -733,6 +755,7 @@ class CrewWorkflow:
                 "dropped %d event(s) for %s: %s", len(batch.events), batch.task, reason
             )
             return
+        self._flush_resets()
         for event in self._book.accept(batch):
             if event.type == EventType.LLM_CALL and event.task:
                 self._llm_calls[event.task] = self._llm_calls.get(event.task, 0) + 1
