@@ -136,7 +136,7 @@ def replay_history(
     from workflows.replay_check import load_history
     from workflows.replay_check import replay_history as check
 
-    verdict = asyncio.run(check(load_history(history_file)))
+    verdict = asyncio.run(check(load_history(history_file), quiet=True))
     if as_json:
         print(json.dumps(verdict.__dict__, indent=2))
     elif verdict.compatible:

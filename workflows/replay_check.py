@@ -27,6 +27,7 @@ from kasal.constants import WORKFLOW_ID_PREFIX
 from kasal.replay import task_of_activity
 
 _EVENT_ID = re.compile(r"HistoryEvent\(id: (\d+)")
+_SCHEDULED_ACTIVITY = re.compile(r"scheduled event '([^']+)'")
 _COMMAND_ACTIVITY = re.compile(r"activity command '([^']+)'|command .*?activity_id: \"([^\"]+)\"")
 _CORE_MESSAGE = re.compile(r'message: "((?:[^"\\]|\\.)*)"')
 
@@ -111,6 +112,19 @@ def locate(history: WorkflowHistory, message: str) -> dict[str, Any]:
     if command:
         found["command"] = command.group(1) or command.group(2)
     match = _EVENT_ID.search(message)
+    recorded = _SCHEDULED_ACTIVITY.search(message)
+    if not match and recorded:
+        # "Activity id of scheduled event 'x' does not match ... command 'y'": the history's
+        # first scheduling of 'x' is where the code went another way.
+        match = next(
+            (
+                re.match(r"(\d+)", str(e.event_id))
+                for e in history.events
+                if e.HasField("activity_task_scheduled_event_attributes")
+                and e.activity_task_scheduled_event_attributes.activity_id == recorded.group(1)
+            ),
+            None,
+        )
     if not match:
         if found.get("command"):
             found["task"] = task_of_activity(found["command"])
@@ -138,23 +152,37 @@ def locate(history: WorkflowHistory, message: str) -> dict[str, Any]:
     return found
 
 
-def replayer(workflows: Sequence[type] | None = None) -> Replayer:
-    """A replayer configured as Kasal's workers are (sandbox passthrough, converter)."""
+_quiet_runtime: Any = None
+
+
+def replayer(workflows: Sequence[type] | None = None, *, quiet: bool = False) -> Replayer:
+    """A replayer configured as Kasal's workers are (sandbox passthrough, converter).
+
+    ``quiet``: the SDK core does not log the failing workflow task (the verdict says it).
+    """
+    from temporalio.runtime import Runtime, TelemetryConfig
+
     from workflows.crew_workflow import CrewWorkflow
     from workflows.worker import workflow_runner
 
+    global _quiet_runtime
+    if quiet and _quiet_runtime is None:
+        _quiet_runtime = Runtime(telemetry=TelemetryConfig(logging=None, metrics=None))
     return Replayer(
         workflows=list(workflows or [CrewWorkflow]),
         workflow_runner=workflow_runner(),
         data_converter=pydantic_data_converter,
+        runtime=_quiet_runtime if quiet else None,
     )
 
 
 async def replay_history(
-    history: WorkflowHistory, workflows: Sequence[type] | None = None
+    history: WorkflowHistory, workflows: Sequence[type] | None = None, *, quiet: bool = False
 ) -> ReplayVerdict:
     """Replay ``history`` with the current code (or ``workflows``) and say what diverged."""
-    result = await replayer(workflows).replay_workflow(history, raise_on_replay_failure=False)
+    result = await replayer(workflows, quiet=quiet).replay_workflow(
+        history, raise_on_replay_failure=False
+    )
     failure = result.replay_failure
     verdict = ReplayVerdict(
         compatible=failure is None, workflow_id=history.workflow_id, events=len(history.events)
