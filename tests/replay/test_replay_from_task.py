@@ -62,7 +62,9 @@ async def test_replay_from_task_three_keeps_tasks_one_and_two(client, alice, wor
     assert [t["reused_from"] for t in done["tasks"]] == [original["execution_id"]] * 2 + [None] * 2
     assert done["replay_of"] == original["execution_id"] and done["inputs"]["topic"] == "geese"
     assert done["token_usage"]["requests"] == 2
-    result = (await client.get(f"{EXECUTIONS}/{replay['execution_id']}/result", headers=alice)).json()
+    result = (
+        await client.get(f"{EXECUTIONS}/{replay['execution_id']}/result", headers=alice)
+    ).json()
     assert [t["raw"] for t in result["tasks"][:2]] == [t["raw"] for t in first_result["tasks"][:2]]
     assert result["tasks"][2]["raw"] != first_result["tasks"][2]["raw"]
     again = (await client.get(f"{EXECUTIONS}/{original['execution_id']}", headers=alice)).json()
@@ -126,7 +128,10 @@ async def test_replay_of_async_and_hierarchical_crews_runs_no_activity_for_kept_
             },
         },
     )
-    for spec, from_task, kept in ((async_crew, "join", ["a", "b"]), (hierarchical, "memo", ["plan"])):
+    for spec, from_task, kept in (
+        (async_crew, "join", ["a", "b"]),
+        (hierarchical, "memo", ["plan"]),
+    ):
         original = await start_execution(temporal_client, spec, task_queue=task_queue)
         first = await original.result()
         source = await source_from_temporal(temporal_client, original.id)
@@ -134,7 +139,9 @@ async def test_replay_of_async_and_hierarchical_crews_runs_no_activity_for_kept_
             temporal_client, source, from_task, {"tone": "warm"}, task_queue=task_queue
         )
         result = await handle.result()
-        assert [t.raw for t in result.tasks[: len(kept)]] == [t.raw for t in first.tasks[: len(kept)]]
+        assert [t.raw for t in result.tasks[: len(kept)]] == [
+            t.raw for t in first.tasks[: len(kept)]
+        ]
         status = await handle.status()
         assert [t.reused_from for t in status.tasks if t.name in kept] == [original.id] * len(kept)
         history = await temporal_client.get_workflow_handle(handle.workflow_id).fetch_history()
