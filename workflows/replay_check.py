@@ -113,23 +113,23 @@ def locate(history: WorkflowHistory, message: str) -> dict[str, Any]:
         found["command"] = command.group(1) or command.group(2)
     match = _EVENT_ID.search(message)
     recorded = _SCHEDULED_ACTIVITY.search(message)
-    if not match and recorded:
+    event_id: int | None = int(match.group(1)) if match else None
+    if event_id is None and recorded:
         # "Activity id of scheduled event 'x' does not match ... command 'y'": the history's
         # first scheduling of 'x' is where the code went another way.
-        match = next(
+        event_id = next(
             (
-                re.match(r"(\d+)", str(e.event_id))
+                e.event_id
                 for e in history.events
                 if e.HasField("activity_task_scheduled_event_attributes")
                 and e.activity_task_scheduled_event_attributes.activity_id == recorded.group(1)
             ),
             None,
         )
-    if not match:
+    if event_id is None:
         if found.get("command"):
             found["task"] = task_of_activity(found["command"])
         return found
-    event_id = int(match.group(1))
     scheduled: dict[int, str] = {}
     next_activity: str | None = None
     for event in history.events:
