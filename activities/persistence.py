@@ -8,11 +8,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 
 from activities.models import RECORD_EXECUTION, RecordExecutionInput, RecordExecutionResult
+from activities.resets import mark_resets, replaced_record
 from kasal.blobs import BlobStore, resolve_result
 from kasal.constants import TRACE_QUERY
 from kasal.db.journal import JournalStore
+from kasal.db.models import Execution
 from kasal.db.repositories import ExecutionRepository
-from kasal.execution import Event, TraceQueryInput
+from kasal.execution import Event, EventType, TraceQueryInput
 
 log = logging.getLogger(__name__)
 
@@ -20,9 +22,10 @@ log = logging.getLogger(__name__)
 TRACE_PAGE = 500
 
 
-async def read_trace(workflow_id: str) -> list[Event]:
-    """Every event of the calling activity's workflow, page by page through the trace query."""
-    handle = activity.client().get_workflow_handle(workflow_id)
+async def read_trace(workflow_id: str, run_id: str | None = None) -> list[Event]:
+    """Every event of a run of the calling activity's workflow (by default the latest run),
+    page by page through the trace query."""
+    handle = activity.client().get_workflow_handle(workflow_id, run_id=run_id)
     events: list[Event] = []
     while True:
         page = await handle.query(
@@ -55,6 +58,8 @@ class PersistenceActivities:
         transaction, so an attempt either writes everything or nothing.
         """
         events = await read_trace(data.workflow_id)
+        if data.status.resets:
+            events = await mark_resets(data.workflow_id, events, read_trace)
         if self.sessions is None:
             return RecordExecutionResult(events=len(events))
         result = data.result
@@ -62,6 +67,14 @@ class PersistenceActivities:
             # The database keeps whole outputs: resolve the ones kept outside history.
             result = await resolve_result(result, BlobStore(self.sessions))
         async with self.sessions() as session, session.begin():
+            if data.status.resets:
+                # A reset's run writes the row an earlier run wrote: keep what it replaces.
+                replaced = replaced_record(
+                    await session.get(Execution, data.status.execution_id), data.status.resets
+                )
+                last = next(e for e in reversed(events) if e.type == EventType.EXECUTION_RESET)
+                if replaced is not None:
+                    last.data["replaced_record"] = replaced
             await ExecutionRepository(session).record_finished(
                 workflow_id=data.workflow_id,
                 status=data.status,

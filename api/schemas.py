@@ -140,6 +140,9 @@ class ExecutionStarted(BaseModel):
     status: str
     crew_id: str | None
     created_at: datetime
+    #: For a replay: the execution whose outputs it keeps, and the task it re-runs from.
+    replay_of: str | None = None
+    replay_from_task: str | None = None
 
 
 class ExecutionSummary(BaseModel):
@@ -156,6 +159,9 @@ class ExecutionSummary(BaseModel):
     started_at: datetime | None
     ended_at: datetime | None
     error: str | None
+    #: A replay's original execution and the task it re-ran from (null otherwise).
+    replay_of: str | None = None
+    replay_from_task: str | None = None
 
 
 class ExecutionOut(ExecutionSummary):
@@ -184,6 +190,15 @@ class CancelOut(BaseModel):
     execution_id: str
     status: str
     cancel_requested: bool
+
+
+class ReplayIn(StrictInput):
+    """Re-run an execution from a task as a new execution: earlier tasks keep their outputs
+    (no LLM or tool call), ``from_task`` and every later task run again with ``inputs``
+    overriding the original's."""
+
+    from_task: str = Field(min_length=1, max_length=100)
+    inputs: dict[str, Any] = Field(default_factory=dict)
 
 
 class FeedbackIn(StrictInput):
@@ -262,6 +277,9 @@ class EventOut(BaseModel):
     agent: str | None = None
     attempt: int | None = None
     data: dict[str, Any] = Field(default_factory=dict)
+    #: The Temporal history event (WorkflowTaskStarted) of the workflow task behind this
+    #: event: open the workflow's history in the Web UI at this id.
+    history_event_id: int | None = None
 
 
 def wire_event(execution_id: str, event: Event) -> EventOut:
@@ -277,6 +295,7 @@ def wire_event(execution_id: str, event: Event) -> EventOut:
         agent=event.agent,
         attempt=event.attempt,
         data=event.data,
+        history_event_id=event.history_event_id,
     )
 
 

@@ -126,6 +126,10 @@ def _describe(event: Event, *, hierarchical: bool = False) -> str | None:
             return f"[red]■ failed:[/] {data.get('error')}"
         case EventType.EXECUTION_CANCELLED:
             return "[yellow]■ cancelled[/]"
+        case EventType.TASK_REUSED:
+            return f"  [green]✓[/] {task} reused from execution {data.get('from_execution')}"
+        case EventType.EXECUTION_RESET:
+            return f"  [yellow]↺ reset: run {data.get('run_id')} goes on from here[/]"
     return None
 
 
@@ -179,24 +183,31 @@ async def _run(spec: CrewSpec, inputs: dict[str, Any], as_json: bool, detach: bo
         if rt.server is not None and rt.server.ui_url:
             show.print(f"[dim]Temporal Web UI: {rt.server.ui_url}[/]")
         handle = await rt.start_execution(spec, inputs)
-        show.print(f"execution [bold]{handle.id}[/] (workflow {handle.workflow_id})")
-        if detach:
-            if as_json:
-                print(json.dumps({"execution_id": handle.id, "workflow_id": handle.workflow_id}))
-            return 0
-        hierarchical = spec.process == "hierarchical"
-        async for event in handle.events():
-            if (line := _describe(event, hierarchical=hierarchical)) is not None:
-                show.print(line, highlight=False)
-        try:
-            result = await handle.result()
-        except (ExecutionFailedError, ExecutionCancelledError) as exc:
-            if as_json:
-                status = "cancelled" if isinstance(exc, ExecutionCancelledError) else "failed"
-                print(json.dumps({"execution_id": handle.id, "status": status, "error": str(exc)}))
-            else:
-                err.print(f"[bold red]execution {handle.id} {exc}[/]", highlight=False)
-            return EXIT_CANCELLED if isinstance(exc, ExecutionCancelledError) else EXIT_FAILED
+        return await _follow(handle, spec, show, as_json=as_json, detach=detach)
+
+
+async def _follow(
+    handle: Any, spec: CrewSpec, show: Console, *, as_json: bool, detach: bool
+) -> int:
+    """Show an execution's events live, then its result; the exit code."""
+    show.print(f"execution [bold]{handle.id}[/] (workflow {handle.workflow_id})")
+    if detach:
+        if as_json:
+            print(json.dumps({"execution_id": handle.id, "workflow_id": handle.workflow_id}))
+        return 0
+    hierarchical = spec.process == "hierarchical"
+    async for event in handle.events():
+        if (line := _describe(event, hierarchical=hierarchical)) is not None:
+            show.print(line, highlight=False)
+    try:
+        result = await handle.result()
+    except (ExecutionFailedError, ExecutionCancelledError) as exc:
+        if as_json:
+            status = "cancelled" if isinstance(exc, ExecutionCancelledError) else "failed"
+            print(json.dumps({"execution_id": handle.id, "status": status, "error": str(exc)}))
+        else:
+            err.print(f"[bold red]execution {handle.id} {exc}[/]", highlight=False)
+        return EXIT_CANCELLED if isinstance(exc, ExecutionCancelledError) else EXIT_FAILED
     if as_json:
         print(json.dumps({"status": "completed", **result.model_dump(mode="json")}, indent=2))
     else:
@@ -434,6 +445,9 @@ def _setup_logging() -> None:
     for noisy in ("temporalio", "alembic", "httpx", "crewai_core"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
+
+# Replay and debugging commands register themselves on ``app``.
+from cli import debug as _debug  # noqa: E402,F401
 
 if __name__ == "__main__":
     main()

@@ -48,6 +48,7 @@ from kasal.constants import (
     CREW_WORKFLOW,
     EVENTS_TOPIC,
     FEEDBACK_UPDATE,
+    OUTPUTS_QUERY,
     SA_CREW_ID,
     SA_CREW_NAME,
     SA_OWNER,
@@ -70,6 +71,8 @@ from kasal.execution import (
     ExecutionStatus,
     FeedbackInput,
     FeedbackResult,
+    ReplaySeed,
+    TaskOutput,
     TraceQueryInput,
 )
 from kasal.settings import Settings, get_settings
@@ -273,6 +276,7 @@ async def start_execution(
     search_attributes: bool = True,
     tasks_per_run: int | None = None,
     offline_fallback: bool | None = None,
+    seed: ReplaySeed | None = None,
 ) -> ExecutionHandle:
     """Start a crew as a ``CrewWorkflow``.
 
@@ -282,8 +286,13 @@ async def start_execution(
     history limits decide). ``offline_fallback`` (default: the process's
     ``KASAL_OFFLINE_FALLBACK``, which ``kasal dev`` turns on for the embedded default) runs
     agents whose provider key is missing on the offline model, logs which and why, and
-    notes it in the workflow's memo.
+    notes it in the workflow's memo. ``seed`` makes it a replay (see :mod:`kasal.replay`).
+
+    The Temporal Web UI shows the crew as the workflow's static summary and details: its
+    name, process, and every task with its agent.
     """
+    from kasal import webui
+
     spec.interpolated(inputs)  # raises InvalidSpecError naming missing inputs
     execution_id = execution_id or new_execution_id()
     fallback_notes: list[str] = []
@@ -316,6 +325,7 @@ async def start_execution(
             crew_id=crew_id,
             owner=owner,
             tasks_per_run=tasks_per_run,
+            seed=seed,
         ),
         id=workflow_id_for(execution_id),
         task_queue=task_queue,
@@ -329,8 +339,18 @@ async def start_execution(
             "owner": owner,
             "status": "pending",
             **({"offline_fallback": fallback_notes} if fallback_notes else {}),
+            **(
+                {"replay_of": seed.from_execution, "replay_from_task": seed.from_task}
+                if seed
+                else {}
+            ),
         },
-        static_summary=f"crew {spec.name}",
+        static_summary=webui.static_summary(spec, replay_of=seed.from_execution if seed else None),
+        static_details=webui.static_details(
+            spec,
+            replay_of=seed.from_execution if seed else None,
+            from_task=seed.from_task if seed else None,
+        ),
     )
     return ExecutionHandle(client, execution_id, handle)
 
@@ -357,6 +377,10 @@ class ExecutionHandle:
     async def status(self) -> ExecutionStatus:
         """State of the execution and of each task (a workflow query)."""
         return await self._handle.query(STATUS_QUERY, result_type=ExecutionStatus)
+
+    async def outputs(self) -> dict[str, TaskOutput]:
+        """Outputs of the tasks finished so far (a workflow query)."""
+        return await self._handle.query(OUTPUTS_QUERY, result_type=dict[str, TaskOutput])
 
     async def trace(self, from_offset: int = 0, limit: int = 1000) -> list[Event]:
         """Recorded events from an offset (a workflow query)."""

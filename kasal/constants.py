@@ -15,6 +15,7 @@ TRACE_QUERY = "trace"
 EVENTS_SIGNAL = "activity_events"
 JOURNAL_QUERY = "journal"
 FEEDBACK_UPDATE = "feedback"
+OUTPUTS_QUERY = "outputs"
 
 #: Topic of the workflow stream that carries execution events.
 EVENTS_TOPIC = "events"

@@ -59,6 +59,11 @@ class EventType(StrEnum):
     EXECUTION_COMPLETED = "execution_completed"
     EXECUTION_FAILED = "execution_failed"
     EXECUTION_CANCELLED = "execution_cancelled"
+    #: A task of a replayed execution kept the original's output (no LLM or tool call).
+    TASK_REUSED = "task_reused"
+    #: The execution was reset (Temporal CLI or Web UI): a new run goes on from here, and
+    #: the earlier run's events from this offset on are superseded (listed in ``data``).
+    EXECUTION_RESET = "execution_reset"
 
 
 class TokenUsage(BaseModel):
@@ -95,6 +100,10 @@ class Event(BaseModel):
     data: dict[str, Any] = Field(default_factory=dict)
     event_id: str = ""
     offset: int | None = None
+    #: Link into the Temporal history: the id of the WorkflowTaskStarted event of the
+    #: workflow task that emitted (or accepted) this event. Every event of the history up to
+    #: it had happened; the activity or signal behind the event is among them.
+    history_event_id: int | None = None
 
 
 class TaskStatus(BaseModel):
@@ -109,6 +118,8 @@ class TaskStatus(BaseModel):
     output_summary: str | None = None
     error: str | None = None
     token_usage: TokenUsage = Field(default_factory=TokenUsage)
+    #: Set when the task kept this execution's output instead of running (a replay).
+    reused_from: str | None = None
 
 
 class ExecutionStatus(BaseModel):
@@ -124,6 +135,11 @@ class ExecutionStatus(BaseModel):
     token_usage: TokenUsage = Field(default_factory=TokenUsage)
     error: str | None = None
     event_count: int = 0
+    #: A replay: the execution whose outputs it kept, and the task it re-ran from.
+    replay_of: str | None = None
+    replay_from_task: str | None = None
+    #: How many times this execution was reset from Temporal (CLI or Web UI).
+    resets: int = 0
 
 
 class CrewResumeState(BaseModel):
@@ -138,6 +154,15 @@ class CrewResumeState(BaseModel):
     generation: int = 0
 
 
+class ReplaySeed(BaseModel):
+    """What a replay keeps from the execution it re-runs: the outputs of every task before
+    ``from_task``. The workflow marks those tasks reused and calls no LLM or tool for them."""
+
+    from_execution: str
+    from_task: str
+    outputs: dict[str, TaskOutput] = Field(default_factory=dict)
+
+
 class CrewWorkflowInput(BaseModel):
     """Input of ``CrewWorkflow``. ``spec`` is already validated; inputs fill placeholders."""
 
@@ -149,6 +174,8 @@ class CrewWorkflowInput(BaseModel):
     #: Continue as new after this many tasks in one run (None: when Temporal suggests it).
     tasks_per_run: int | None = Field(default=None, ge=1)
     resume: CrewResumeState | None = None
+    #: Set for a replay (``kasal replay``, ``POST /executions/{id}/replay``).
+    seed: ReplaySeed | None = None
 
 
 class TaskOutput(BaseModel):
@@ -252,4 +279,5 @@ class FeedbackResult(BaseModel):
 
 
 CrewResumeState.model_rebuild()
+ReplaySeed.model_rebuild()
 CrewWorkflowInput.model_rebuild()

@@ -33,8 +33,11 @@ class ExecutionBook:
         status: ExecutionStatus,
         events: list[Event] | None = None,
         publish: Callable[[Event], None] | None = None,
+        history_position: Callable[[], int | None] | None = None,
     ) -> None:
         self.status = status
+        #: Where the workflow is in its Temporal history now (stamped on each new event).
+        self._history_position = history_position or (lambda: None)
         self.events: list[Event] = list(events or [])
         self._seen = {e.event_id for e in self.events}
         self._publish = publish or (lambda _event: None)
@@ -104,6 +107,8 @@ class ExecutionBook:
 
     def _append(self, event: Event) -> None:
         event.offset = len(self.events)
+        if event.history_event_id is None:
+            event.history_event_id = self._history_position()
         self.events.append(event)
         self._seen.add(event.event_id)
         self.status.event_count = len(self.events)

@@ -35,12 +35,13 @@ with workflow.unsafe.imports_passed_through():
         StashOutputsInput,
         StashOutputsResult,
     )
-    from kasal import signing
+    from kasal import signing, webui
     from kasal.constants import (
         CREW_WORKFLOW,
         EVENTS_SIGNAL,
         EVENTS_TOPIC,
         FEEDBACK_UPDATE,
+        OUTPUTS_QUERY,
         SA_CREW_NAME,
         SA_STATUS,
         STATUS_QUERY,
@@ -58,6 +59,7 @@ with workflow.unsafe.imports_passed_through():
         ExecutionStatus,
         FeedbackInput,
         FeedbackResult,
+        ReplaySeed,
         TaskOutput,
         TaskState,
         TaskStatus,
@@ -107,12 +109,18 @@ class CrewWorkflow:
         self._outputs: dict[str, TaskOutput] = {}
         self._generation = 0
         self._signed_events = True
+        #: LLM calls reported per task (for the Web UI's current details).
+        self._llm_calls: dict[str, int] = {}
+        #: Resets seen in the history and not marked in the trace yet.
+        self._resets_pending = 0
         status = ExecutionStatus(
             execution_id=data.execution_id,
             crew_name=data.spec.name,
             crew_id=data.crew_id,
             state=ExecutionState.PENDING,
             tasks=[TaskStatus(name=t.name, agent=t.agent) for t in data.spec.tasks],
+            replay_of=data.seed.from_execution if data.seed else None,
+            replay_from_task=data.seed.from_task if data.seed else None,
         )
         events: list[Event] = []
         if resume is not None:
@@ -124,7 +132,16 @@ class CrewWorkflow:
             self._outputs = dict(resume.outputs)
             self._runs = dict(resume.runs)
             self._generation = resume.generation + 1
-        self._book = ExecutionBook(status, events, publish=self._topic.publish)
+        self._book = ExecutionBook(
+            status,
+            events,
+            publish=self._topic.publish,
+            history_position=lambda: workflow.info().get_current_history_length(),
+        )
+        # Core hands the workflow a new random seed exactly when its history shows a reset
+        # (WorkflowTaskFailed, cause ResetWorkflow): a deterministic place to mark it.
+        workflow.register_random_seed_callback(self._on_reset)
+        _describe_stream_handlers()
 
     @property
     def _status(self) -> ExecutionStatus:
@@ -138,6 +155,7 @@ class CrewWorkflow:
         # must not change when it replays (subscribers' polls complete on it).
         self._signed_events = workflow.patched(SIGNED_EVENTS_PATCH)
         resumed = data.resume is not None
+        self._reset_watcher = asyncio.create_task(self._watch_resets())
         self._status.started_at = self._status.started_at or workflow.now()
         self._set_state(ExecutionState.RUNNING)
         try:
@@ -148,14 +166,17 @@ class CrewWorkflow:
             await self._finish(ExecutionState.FAILED)
             raise ApplicationError(str(exc), type=exc.code, non_retryable=True) from exc
         if not resumed:
-            self._emit(
-                EventType.EXECUTION_STARTED,
-                data={
-                    "crew": spec.name,
-                    "tasks": [t.name for t in spec.tasks],
-                    "inputs": spec.inputs,
-                },
-            )
+            started: dict[str, Any] = {
+                "crew": spec.name,
+                "tasks": [t.name for t in spec.tasks],
+                "inputs": spec.inputs,
+            }
+            if data.seed is not None:
+                started["replay_of"] = data.seed.from_execution
+                started["from_task"] = data.seed.from_task
+            self._emit(EventType.EXECUTION_STARTED, data=started)
+            if data.seed is not None:
+                self._reuse_seeded(spec, data.seed)
         outputs = self._outputs
         try:
             pending: list[asyncio.Task[None]] = []
@@ -211,6 +232,67 @@ class CrewWorkflow:
         )
         await self._finish(ExecutionState.COMPLETED, result)
         return result
+
+    def _reuse_seeded(self, spec: CrewSpec, seed: ReplaySeed) -> None:
+        """A replay: every task before ``seed.from_task`` keeps the original's output.
+
+        Nothing runs for them (no activity, so no LLM or tool call); each is marked reused
+        in its status and by a ``task_reused`` event that names where the output came from.
+        """
+        now = workflow.now()
+        for task in spec.tasks:
+            if task.name == seed.from_task:
+                break
+            kept = seed.outputs.get(task.name)
+            if kept is None:
+                continue  # the caller checked: every earlier task has an output
+            self._outputs[task.name] = kept
+            status = self._book.task(task.name)
+            status.state = TaskState.COMPLETED
+            status.reused_from = seed.from_execution
+            status.started_at = status.ended_at = now
+            status.output_summary = kept.raw[:SUMMARY_CHARS]
+            self._emit(
+                EventType.TASK_REUSED,
+                task=task.name,
+                agent=task.agent,
+                data={
+                    "from_execution": seed.from_execution,
+                    "output": kept.raw[:SUMMARY_CHARS],
+                    "ref": kept.ref,
+                },
+            )
+
+    def _on_reset(self, _seed: int) -> None:
+        """The history shows a reset: a new run goes on from here (same execution).
+
+        Called while the activation's jobs are applied, outside the workflow's event loop
+        (no clock there): the marker is emitted before the next event, or by
+        ``_watch_resets`` if nothing else happens.
+        """
+        self._resets_pending += 1
+
+    def _flush_resets(self) -> None:
+        while self._resets_pending:
+            self._resets_pending -= 1
+            self._status.resets += 1
+            self._book.emit(
+                EventType.EXECUTION_RESET,
+                workflow.now(),
+                data={
+                    "run_id": workflow.info().run_id,
+                    "reset_number": self._status.resets,
+                    # The record activity adds the base run, the reason and the superseded
+                    # events once the run ends (only the history knows them).
+                },
+            )
+
+    async def _watch_resets(self) -> None:
+        """Marks a reset at once even while the workflow waits (no other event comes)."""
+        while True:
+            await workflow.wait_condition(lambda: self._resets_pending > 0)
+            self._flush_resets()
+            self._show_details()
 
     def _cancel_unfinished(self) -> None:
         """Every task that did not finish is cancelled (the execution is over)."""
@@ -648,6 +730,7 @@ class CrewWorkflow:
         if workflow.info().typed_search_attributes.get(CREW_NAME_KEY) is not None:
             workflow.upsert_search_attributes([STATUS_KEY.value_set(state.value)])
         workflow.upsert_memo({"status": state.value})
+        self._show_details()
 
     def _emit(
         self,
@@ -658,7 +741,13 @@ class CrewWorkflow:
         attempt: int | None = None,
         data: dict[str, Any] | None = None,
     ) -> None:
+        self._flush_resets()
         self._book.emit(kind, workflow.now(), task=task, agent=agent, attempt=attempt, data=data)
+        self._show_details()
+
+    def _show_details(self) -> None:
+        """What the Web UI and ``temporal workflow describe`` show as current details."""
+        workflow.set_current_details(webui.current_details(self._status, self._llm_calls))
 
     # -- handlers ---------------------------------------------------------------------------
 
@@ -678,7 +767,11 @@ class CrewWorkflow:
                 "dropped %d event(s) for %s: %s", len(batch.events), batch.task, reason
             )
             return
-        self._book.accept(batch)
+        self._flush_resets()
+        for event in self._book.accept(batch):
+            if event.type == EventType.LLM_CALL and event.task:
+                self._llm_calls[event.task] = self._llm_calls.get(event.task, 0) + 1
+        self._show_details()
 
     @workflow.query(
         name=STATUS_QUERY,
@@ -698,6 +791,15 @@ class CrewWorkflow:
         """Events from an offset, in order."""
         data = data or TraceQueryInput()
         return self._book.events[data.from_offset : data.from_offset + data.limit]
+
+    @workflow.query(
+        name=OUTPUTS_QUERY,
+        description="Outputs of the tasks finished so far, by task name (a large output is a "
+        "preview with the id of its blob in `ref`). What a replay keeps. No argument.",
+    )
+    def outputs(self) -> dict[str, TaskOutput]:
+        """Outputs of the finished tasks."""
+        return self._outputs
 
     @workflow.update(
         name=FEEDBACK_UPDATE,
@@ -721,6 +823,46 @@ class CrewWorkflow:
             )
         if not data.approve and not (data.feedback or "").strip():
             raise ValueError("give feedback, or approve")
+
+
+#: Descriptions of the handlers ``WorkflowStream`` registers (it gives none).
+_STREAM_HANDLERS = {
+    "signals": {
+        "__temporal_workflow_stream_publish": "Internal (workflow streams): events published "
+        "to the execution's stream by an external publisher.",
+    },
+    "updates": {
+        "__temporal_workflow_stream_poll": "Internal (workflow streams): long-poll the "
+        "execution's event stream from an offset; the API's relay and `kasal run` use it.",
+    },
+    "queries": {
+        "__temporal_workflow_stream_poll": "Internal (workflow streams): the events from an "
+        "offset, without waiting.",
+        "__temporal_workflow_stream_offset": "Internal (workflow streams): the stream's next "
+        "offset.",
+    },
+}
+
+
+def _describe_stream_handlers() -> None:
+    """Give the stream's handlers descriptions, so every query, signal and update the Web
+    UI lists says what it is. ``workflow.set_*_handler`` takes no description, so this sets
+    them on the handler definitions the SDK keeps (skipped if a future SDK keeps them
+    elsewhere: descriptions are documentation, never behaviour)."""
+    import dataclasses
+
+    instance = workflow._Runtime.current()  # noqa: SLF001 - see docstring
+    for kind, descriptions in _STREAM_HANDLERS.items():
+        handlers = getattr(instance, f"_{kind}", None)
+        if not isinstance(handlers, dict):
+            continue
+        for name, description in descriptions.items():
+            definition = handlers.get(name)
+            if definition is not None and not getattr(definition, "description", None):
+                try:
+                    handlers[name] = dataclasses.replace(definition, description=description)
+                except (TypeError, ValueError):
+                    continue
 
 
 def _event_from_wire(wire: str) -> Event:

@@ -29,6 +29,7 @@ PASSTHROUGH = (
     "kasal.constants",
     "kasal.exceptions",
     "kasal.signing",
+    "kasal.webui",
     "activities.models",
     "pydantic",
     "pydantic_core",

@@ -35,6 +35,7 @@ from api.schemas import (
     FeedbackIn,
     FeedbackOut,
     Page,
+    ReplayIn,
 )
 from api.services.executions import (
     StartRequest,
@@ -43,6 +44,7 @@ from api.services.executions import (
     start_execution_for,
     temporal_error,
 )
+from api.services.replay import replay_execution
 from kasal.blobs import BlobStore, resolve_result
 from kasal.client import ExecutionHandle
 from kasal.db.models import Execution
@@ -101,6 +103,41 @@ async def start(
         llm_base_urls=tuple(state.settings.llm_base_urls),
     )
     return await start_execution_for(session, client, request, spec, options)
+
+
+@router.post(
+    "/{execution_id}/replay",
+    response_model=ExecutionStarted,
+    status_code=status.HTTP_202_ACCEPTED,
+)
+async def replay(
+    execution_id: IdPath,
+    body: ReplayIn,
+    user: CurrentUser,
+    session: SessionDep,
+    state: StateDep,
+    client: TemporalClientDep,
+) -> ExecutionStarted:
+    """Re-run an execution from ``from_task`` as a NEW execution (``replay_of`` links it):
+    every earlier task keeps the original's output, with no LLM or tool call; ``from_task``
+    and the tasks after it run again with ``inputs`` overriding the original's. The
+    original stays as it was. 409 if a task before ``from_task`` did not finish."""
+    owner_id = user.id
+    await state.execution_limiter.hit(owner_id)
+    options = WorkflowOptions(
+        task_queue=state.settings.task_queue,
+        search_attributes=state.temporal.search_attributes,
+        llm_base_urls=tuple(state.settings.llm_base_urls),
+    )
+    return await replay_execution(
+        session,
+        client,
+        owner_id=owner_id,
+        execution_id=execution_id,
+        from_task=body.from_task,
+        inputs=body.inputs,
+        options=options,
+    )
 
 
 @router.get("", response_model=Page[ExecutionSummary])

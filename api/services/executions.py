@@ -72,6 +72,8 @@ def started(execution: Execution) -> ExecutionStarted:
         status=execution.status,
         crew_id=execution.crew_id,
         created_at=execution.created_at,
+        replay_of=execution.replay_of,
+        replay_from_task=execution.replay_from_task,
     )
 
 

@@ -109,6 +109,7 @@ class Execution(Base):
         Index("ix_executions_owner_created", "owner_id", "created_at"),
         Index("ix_executions_owner_status", "owner_id", "status"),
         Index("ix_executions_crew", "crew_id"),
+        Index("ix_executions_replay_of", "replay_of"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
@@ -130,6 +131,10 @@ class Execution(Base):
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     error: Mapped[str | None] = mapped_column(Text)
     event_count: Mapped[int] = mapped_column(Integer, default=0)
+    #: A replay's original execution (no foreign key: the original may be deleted) and the
+    #: task it re-ran from.
+    replay_of: Mapped[str | None] = mapped_column(String(32))
+    replay_from_task: Mapped[str | None] = mapped_column(String(100))
 
 
 class TraceEvent(Base):
@@ -150,6 +155,8 @@ class TraceEvent(Base):
     attempt: Mapped[int | None] = mapped_column(Integer)
     event_id: Mapped[str] = mapped_column(String(100), default="")
     data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    #: The Temporal history event (WorkflowTaskStarted) of the workflow task behind it.
+    history_event_id: Mapped[int | None] = mapped_column(Integer)
 
 
 class Blob(Base):

@@ -252,6 +252,8 @@ class ExecutionRepository:
                 spec={},
                 inputs={},
                 created_at=status.started_at or utcnow(),
+                replay_of=status.replay_of,
+                replay_from_task=status.replay_from_task,
             )
             self.session.add(execution)
         execution.status = status.state.value
@@ -277,6 +279,7 @@ class ExecutionRepository:
                 "attempt": event.attempt,
                 "event_id": event.event_id,
                 "data": event.data,
+                "history_event_id": event.history_event_id,
             }
             for index, event in enumerate(events)
         ]
@@ -350,4 +353,5 @@ def to_event(row: TraceEvent) -> Event:
         data=row.data or {},
         event_id=row.event_id,
         offset=row.offset,
+        history_event_id=row.history_event_id,
     )
