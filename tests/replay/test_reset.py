@@ -82,9 +82,17 @@ async def test_cli_reset_after_task_two_is_the_same_execution_marked_in_its_trac
     before = trace["events"][: marker["offset"]]
 
     def same(events):
-        return [(e["event"], e["task"], e["offset"], e["history_event_id"]) for e in events]
+        return [(e["event"], e["task"], e["offset"]) for e in events]
 
     assert same(before) == same(old_trace["events"][: marker["offset"]])
+    # Each links to where it happened: the same history event, except what the workflow
+    # task the reset re-ran appended (step1's result and its events), now linked later.
+    rerun_task = reset_at - 1  # the WorkflowTaskStarted of the task completed at reset_at
+    for old, new in zip(old_trace["events"][: marker["offset"]], before, strict=True):
+        if old["history_event_id"] < rerun_task:
+            assert new["history_event_id"] == old["history_event_id"], new
+        else:
+            assert new["history_event_id"] > reset_at, new
     assert {e["task"] for e in before if e["event"] == "task_started"} == {"step0", "step1"}
     after = trace["events"][marker["offset"] + 1 :]
     assert [e["task"] for e in after if e["event"] == "task_started"] == ["step2", "step3"]
