@@ -34,7 +34,7 @@ from kasal.testing.specs import crew, stub_agent  # noqa: E402
 from kasal.testing.worker_process import WorkerProcess  # noqa: E402
 
 
-async def main(trials: int, heartbeat: float) -> None:
+async def main(trials: int, heartbeat: float, crews: int) -> None:
     stub = StubLLMServer().start()
     recoveries: list[float] = []
     repeats: list[int] = []
@@ -44,6 +44,21 @@ async def main(trials: int, heartbeat: float) -> None:
         queue = "bench-recovery"
         active = WorkerProcess(server.address, queue, Path(tmp) / "w-0")
         await asyncio.to_thread(active.start)
+        background = []
+        if crews:
+            # Crews that keep the worker busy (one provider call in flight each, 1 s a call)
+            # through every kill: their tasks recover on the standby too.
+            stub.behaviours["busy"] = ModelBehaviour(latency=1.0)
+            busy = crew(
+                [{"name": f"b{i}", "description": f"Busy step {i}"} for i in range(40)],
+                agents=[{**stub_agent("busy", stub.base_url), "tools": []}],
+                timeout={"start_to_close": 300, "heartbeat": heartbeat},
+            )
+            background = [
+                await start_execution(client, busy, task_queue=queue) for _ in range(crews)
+            ]
+            while len(stub.requests_for("busy", None)) < crews:
+                await asyncio.sleep(0.1)
         try:
             for trial in range(trials):
                 model = f"recover{trial}"
@@ -71,11 +86,14 @@ async def main(trials: int, heartbeat: float) -> None:
                 repeats.append(sum(n - 1 for n in prompts.values()))
                 active = standby
         finally:
+            for handle in background:
+                await handle.cancel()
             active.stop()
             server.stop()
             stub.stop()
     print(
-        f"worker SIGKILL mid LLM call -> task running again on a standby worker ({trials} trials)"
+        f"worker SIGKILL mid LLM call -> task running again on a standby worker ({trials} trials"
+        f", {crews} other crews running)"
     )
     print(f"heartbeat timeout: {heartbeat:g} s")
     print(
@@ -89,5 +107,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=5)
     parser.add_argument("--heartbeat", type=float, default=2.0)
+    parser.add_argument("--crews", type=int, default=0, help="other crews running meanwhile")
     args = parser.parse_args()
-    asyncio.run(main(args.trials, args.heartbeat))
+    asyncio.run(main(args.trials, args.heartbeat, args.crews))

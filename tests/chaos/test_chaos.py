@@ -9,6 +9,7 @@ import time
 from collections import Counter
 
 from kasal.client import EmbeddedTemporal, connect, free_port, start_execution
+from kasal.settings import Settings
 from tests.fixtures.llm_stub import ModelBehaviour
 from tests.fixtures.temporal import running_worker, unique_queue
 from tests.fixtures.worker_process import WorkerProcess
@@ -103,7 +104,13 @@ async def test_restarting_temporal_mid_execution(tmp_path, llm_stub):
     queue = unique_queue("restart")
     try:
         client = await connect(server.address)
-        async with running_worker(client, queue):
+        settings = Settings(
+            data_dir=tmp_path / "kasal",
+            temporal_address=server.address,
+            task_queue=queue,
+            database_url=f"sqlite+aiosqlite:///{tmp_path / 'kasal.db'}",
+        )
+        async with running_worker(client, queue, settings):
             handle = await start_execution(client, spec, task_queue=queue)
             await asyncio.sleep(1.5)  # in the middle of the crew
             server.stop()
