@@ -12,21 +12,32 @@ import concurrent.futures
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.crewai_runtime import build_crewai_task, describe_context, prepare_crewai
+from activities.crewai_runtime import (
+    TaskRun,
+    build_task,
+    describe_context,
+    execute_task,
+    prepare_crewai,
+)
 from activities.journal import ObservedLLM, TaskObserver, run_observed
 from activities.manager import manager_messages, manager_spec, parse_manager_decision
 from activities.models import (
     MANAGER_STEP,
+    PLAN_CREW,
     RUN_TASK,
     STASH_OUTPUTS,
     ManagerDecision,
     ManagerStepInput,
+    PlanCrewInput,
+    PlanCrewResult,
     RunTaskInput,
     RunTaskResult,
     StashOutputsInput,
     StashOutputsResult,
 )
+from activities.planning import PLANNER_KEY, make_plan
 from kasal.blobs import INLINE_LIMIT, PREVIEW_CHARS, BlobStore
+from kasal.callables import resolve_callable
 from kasal.db.journal import JournalStore
 from kasal.exceptions import InvalidSpecError
 from kasal.llm import CallContext, OfflineLLM, build_llm
@@ -82,23 +93,30 @@ class CrewActivities:
             for name, ref in data.context_refs.items():
                 context[name] = await self._blobs.get(ref)
 
+        runs: list[TaskRun] = []
+
         def work(observer: TaskObserver, attempt: int) -> str:
-            agent, task, tools = build_crewai_task(
+            built = build_task(
                 task_spec,
                 agent_spec,
                 observer,
                 CallContext(attempt=attempt),
                 data.feedback,
                 data.previous_output,
+                spec=data.spec,
+                plan=data.plan,
             )
-            output = task.execute_sync(
-                agent=agent, context=describe_context(context) or None, tools=tools
-            )
-            return str(output.raw)
+            task_callback = built.extra.get("task_callback")
+            if task_callback is None and data.spec.task_callback_callable:
+                task_callback = resolve_callable(data.spec.task_callback_callable, "task_callback")
+            run = execute_task(built, describe_context(context) or None, task_callback)
+            runs.append(run)
+            return run.raw
 
         raw, observer, attempt = await run_observed(
             self._journal, self._executor, data.task, agent_spec.name, work
         )
+        run = runs[-1] if runs else TaskRun(raw=raw, json_dict=None, output_format="raw")
         ref = size = None
         if self._blobs is not None and len(raw) > INLINE_LIMIT:
             ref, size = await self._blobs.put(raw), len(raw)
@@ -111,7 +129,25 @@ class CrewActivities:
             llm_calls=observer.calls - observer.replayed,
             replayed_calls=observer.replayed,
             attempt=attempt,
+            json_dict=run.json_dict,
+            output_format=run.output_format,
+            output_file=run.output_file,
         )
+
+    @activity.defn(name=PLAN_CREW)
+    async def plan_crew(self, data: PlanCrewInput) -> PlanCrewResult:
+        """CrewAI's crew planning, as its own activity: the plan is made once (its LLM calls
+        journaled like a task's), and the workflow gives each task its part."""
+        plans: dict[str, str] = {}
+
+        def work(observer: TaskObserver, attempt: int) -> str:
+            plans.update(make_plan(data.spec, observer, CallContext(attempt=attempt)))
+            return ""
+
+        _, observer, attempt = await run_observed(
+            self._journal, self._executor, PLANNER_KEY, "planner", work
+        )
+        return PlanCrewResult(plans=plans, token_usage=observer.usage, attempt=attempt)
 
     @activity.defn(name=MANAGER_STEP)
     async def manager_step(self, data: ManagerStepInput) -> ManagerDecision:

@@ -540,6 +540,9 @@ def as_application_error(exc: BaseException) -> ApplicationError:
             return ApplicationError(str(cause), type="journal_unavailable")
         if isinstance(cause, KasalError):
             retryable = isinstance(cause, ProviderError) and cause.retryable
+            # Errors outside the provider family say for themselves (TaskTimeoutError: yes).
+            if not isinstance(cause, ProviderError):
+                retryable = bool(getattr(cause, "retryable", False))
             if isinstance(cause, InvalidSpecError):
                 retryable = False
             retry_after = getattr(cause, "retry_after", None)

@@ -95,6 +95,11 @@ def build_worker(
 
     settings = settings or get_settings()
     load_tool_modules(settings.tool_modules)
+    if settings.projects:
+        from kasal.project import load_project
+
+        for path in settings.projects:
+            load_project(path)  # their crews are built from their code, per task
     signing.configure(settings.resolved_worker_secret())
     journal = journal or JournalStore(sessions)
     activities = CrewActivities(journal, executor=executor, blobs=BlobStore(sessions))
@@ -106,6 +111,7 @@ def build_worker(
         activities=[
             activities.run_task,
             activities.manager_step,
+            activities.plan_crew,
             activities.stash_outputs,
             persistence.record_execution,
         ],
