@@ -176,18 +176,20 @@ class Task:
         data.pop("agent", None)
         self._data = data
         # Checked now, so a wrong field is an error where it is written.
-        self.to_spec(self.name or "task", agent_name=agent.name if agent else "agent")
+        self.to_spec(self.name or "task", agent_name=agent.name if agent else "agent", check=True)
 
-    def to_spec(self, name: str, *, agent_name: str | None = None) -> TaskSpec:
-        """The task as spec data, called ``name``."""
+    def to_spec(self, name: str, *, agent_name: str | None = None, check: bool = False) -> TaskSpec:
+        """The task as spec data, called ``name`` (``check``: fields only, before the crew
+        names its tasks)."""
         agent = agent_name or (self.agent.name if self.agent else None)
+        context = None if self.context is None else [t.name for t in self.context]
         return _validated(
             TaskSpec,
             {
                 **self._data,
                 "name": name,
                 "agent": agent,
-                "context": None if self.context is None else [t.name for t in self.context],
+                "context": None if check else context,
                 "tools": self.tools,
                 "retry": _dump(self.retry),
                 "timeout": _dump(self.timeout),
