@@ -68,8 +68,34 @@ async def prepare_database(settings: Settings) -> None:
             await publish_worker_tools(engine, settings.task_queue, registered_tools())
         except Exception as exc:
             log.error("could not publish this worker's tools (%s): the API may refuse them", exc)
+        if settings.projects:
+            await publish_projects(engine, settings)
     finally:
         await engine.dispose()
+
+
+async def publish_projects(engine: Any, settings: Settings) -> None:
+    """Publish the CrewAI projects this worker serves, as spec data the API can start."""
+    from kasal.catalog import worker_identity
+    from kasal.db.engine import session_factory
+    from kasal.db.projects import ProjectRepository
+    from kasal.project import load_project
+
+    for path in settings.projects:
+        try:
+            project = load_project(path)
+            spec = project.to_spec()
+            inputs = project.default_inputs()
+            async with session_factory(engine)() as session, session.begin():
+                await ProjectRepository(session).publish(
+                    project.name,
+                    settings.task_queue,
+                    worker_identity(),
+                    spec.model_dump(mode="json"),
+                    inputs,
+                )
+        except Exception as exc:
+            log.error("could not publish CrewAI project %s (%s)", path, exc)
 
 
 def build_worker(
