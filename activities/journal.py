@@ -230,6 +230,10 @@ class ObservedLLM(BaseLLM):
             self._observer.after_call(
                 LLMCallRecord(self.model, 0, 0, 0.0, replayed, replayed=True), msgs
             )
+            # A scripted model counts the replayed call, so the script goes on from there.
+            note = getattr(self._inner, "note_replayed", None)
+            if callable(note):
+                note()
             return decode_response(replayed)
         before = self._inner.get_token_usage_summary()
         started = time.perf_counter()
