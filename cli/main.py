@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -211,13 +212,26 @@ def run(
         spec, defaults = load_crew(spec_file)
         values = _parse_inputs(inputs or []) or defaults
         spec.interpolated(values)  # a missing input is an error before anything starts
-        code = asyncio.run(_run(spec, values, as_json, detach))
+        if as_json:
+            # stdout is the JSON document alone: what the crew's own code prints (CrewAI's
+            # verbose panels, print() in tools) goes to stderr, as the live view does.
+            result_out = sys.stdout
+            with contextlib.redirect_stdout(sys.stderr):
+                code = asyncio.run(_run(spec, values, as_json, detach, result_out))
+        else:
+            code = asyncio.run(_run(spec, values, as_json, detach))
     except KasalError as exc:
         raise _fail(exc) from None
     raise typer.Exit(code)
 
 
-async def _run(spec: CrewSpec, inputs: dict[str, Any], as_json: bool, detach: bool) -> int:
+async def _run(
+    spec: CrewSpec,
+    inputs: dict[str, Any],
+    as_json: bool,
+    detach: bool,
+    result_out: Any = None,
+) -> int:
     from kasal.client import Runtime
     from kasal.llm import with_offline_fallback
 
@@ -254,7 +268,10 @@ async def _run(spec: CrewSpec, inputs: dict[str, Any], as_json: bool, detach: bo
         show.print(f"execution [bold]{handle.id}[/] (workflow {handle.workflow_id})")
         if detach:
             if as_json:
-                print(json.dumps({"execution_id": handle.id, "workflow_id": handle.workflow_id}))
+                print(
+                    json.dumps({"execution_id": handle.id, "workflow_id": handle.workflow_id}),
+                    file=result_out,
+                )
             return 0
         hierarchical = spec.process == "hierarchical"
         async for event in handle.events():
@@ -265,12 +282,18 @@ async def _run(spec: CrewSpec, inputs: dict[str, Any], as_json: bool, detach: bo
         except (ExecutionFailedError, ExecutionCancelledError) as exc:
             if as_json:
                 status = "cancelled" if isinstance(exc, ExecutionCancelledError) else "failed"
-                print(json.dumps({"execution_id": handle.id, "status": status, "error": str(exc)}))
+                print(
+                    json.dumps({"execution_id": handle.id, "status": status, "error": str(exc)}),
+                    file=result_out,
+                )
             else:
                 err.print(f"[bold red]execution {handle.id} {exc}[/]", highlight=False)
             return EXIT_CANCELLED if isinstance(exc, ExecutionCancelledError) else EXIT_FAILED
     if as_json:
-        print(json.dumps({"status": "completed", **result.model_dump(mode="json")}, indent=2))
+        print(
+            json.dumps({"status": "completed", **result.model_dump(mode="json")}, indent=2),
+            file=result_out,
+        )
     else:
         out.rule("final output")
         out.print(result.output, highlight=False, markup=False)
