@@ -75,6 +75,8 @@ def build_project_task(
         task._guardrail = LLMGuardrail(description=task.guardrail, llm=agent.llm)  # noqa: SLF001
     output_file = task.output_file
     task.output_file = None  # Kasal writes it, under the files directory
+    # The workflow asks the human (an update), never ``input()`` on a worker.
+    task.human_input = False
     return BuiltTask(
         agent=agent,
         task=task,

@@ -95,6 +95,10 @@ def _describe(event: Event, *, hierarchical: bool = False) -> str | None:
                 f"  → {task} manager step {data.get('step')}: delegated to "
                 f"[bold]{data.get('coworker') or event.agent}[/]: {work}"
             )
+        case EventType.PLANNING_STARTED:
+            return f"  … planning: one plan for {data.get('tasks')} tasks (CrewAI's planner)"
+        case EventType.PLANNING_COMPLETED:
+            return f"  [green]✓[/] planned: {', '.join(data.get('plans', {}))}"
         case EventType.EXECUTION_CONTINUED:
             return (
                 f"  [dim]↪ continued as new (run {int(data.get('generation', 0)) + 1}, "

@@ -121,7 +121,22 @@ def crew_to_spec(
     project: str,
     inputs: dict[str, Any] | None = None,
 ) -> CrewSpec:
-    """A CrewAI ``Crew`` (built by a project's code) as a code crew's spec."""
+    """A CrewAI ``Crew`` (built by a project's code) as a code crew's spec.
+
+    What Kasal cannot run durably yet is refused here, with the reason, rather than
+    dropped when the worker runs the task.
+    """
+    refused = {
+        "before_kickoff_callbacks": "@before_kickoff hooks are not run by Kasal yet: give "
+        "the inputs they would compute with --input / the API's inputs",
+        "after_kickoff_callbacks": "@after_kickoff hooks are not run by Kasal yet: read the "
+        "execution's result instead",
+        "memory": "crew memory is not supported by Kasal workers yet",
+        "knowledge_sources": "knowledge sources are not supported by Kasal workers yet",
+    }
+    for attr, why in refused.items():
+        if getattr(crew, attr, None):
+            raise InvalidSpecError(f"project {project!r}: {why}", field=attr)
     agents = []
     for agent in crew.agents:
         agents.append(
