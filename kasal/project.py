@@ -77,6 +77,9 @@ class Project:
         ]
         for agent in crew.agents:
             agent_names.setdefault(id(agent), slug(agent.role))
+        # The project's own hooks (CrewAI adds close_mcp_server to every crew).
+        hooks = [*metadata.get("before_kickoff", {}), *metadata.get("after_kickoff", {})]
+        crew._kasal_hooks = [h for h in hooks if h != "close_mcp_server"]  # noqa: SLF001
         return crew, names, agent_names
 
     def default_inputs(self) -> dict[str, Any]:
@@ -126,11 +129,15 @@ def crew_to_spec(
     What Kasal cannot run durably yet is refused here, with the reason, rather than
     dropped when the worker runs the task.
     """
+    hooks = getattr(crew, "_kasal_hooks", [])
+    if hooks:
+        raise InvalidSpecError(
+            f"project {project!r}: @before_kickoff / @after_kickoff hooks "
+            f"({', '.join(hooks)}) are not run by Kasal yet: give the inputs they would "
+            "compute with --input (or the API's inputs), and read the execution's result",
+            field="hooks",
+        )
     refused = {
-        "before_kickoff_callbacks": "@before_kickoff hooks are not run by Kasal yet: give "
-        "the inputs they would compute with --input / the API's inputs",
-        "after_kickoff_callbacks": "@after_kickoff hooks are not run by Kasal yet: read the "
-        "execution's result instead",
         "memory": "crew memory is not supported by Kasal workers yet",
         "knowledge_sources": "knowledge sources are not supported by Kasal workers yet",
     }

@@ -69,3 +69,20 @@ def test_validate_a_project_and_a_bare_agents_tasks_pair(tmp_path):
     (config / "tasks.yaml").write_text("research_task:\n  description: d\n  agent: nobody\n")
     bad = validate(str(config / "agents.yaml"), str(config / "tasks.yaml"))
     assert bad.exit_code == 2 and "nobody" in bad.output
+
+
+def test_a_project_hook_kasal_cannot_run_is_refused_with_the_reason(tmp_path):
+    root = make_project(tmp_path / "projects")
+    crew_py = root / "src" / root.name / "crew.py"
+    text = crew_py.read_text().replace(
+        "from crewai.project import CrewBase, agent, crew, task",
+        "from crewai.project import CrewBase, agent, before_kickoff, crew, task",
+    )
+    text = text.replace(
+        "    @agent\n    def researcher",
+        "    @before_kickoff\n    def prepare(self, inputs):\n        return inputs\n\n"
+        "    @agent\n    def researcher",
+    )
+    crew_py.write_text(text)
+    done = validate(str(root))
+    assert done.exit_code == 2 and "prepare" in done.output and "not run by Kasal" in done.output
