@@ -447,6 +447,17 @@ class CrewSpec(_Strict):
             seen.add(task.name)
         if self.process == "hierarchical" and not (self.manager_llm or self.manager_agent):
             raise ValueError("a hierarchical crew needs manager_llm or manager_agent")
+        if self.process == "hierarchical":
+            for index, task in enumerate(self.tasks):
+                refused = ("output_json", "output_pydantic", "output_file", "guardrail")
+                for key in (*refused, "guardrail_callable"):
+                    if getattr(task, key) is not None:
+                        raise ValueError(
+                            f"tasks[{index}] ({task.name!r}): {key.removesuffix('_callable')} "
+                            "is not supported with the hierarchical process yet (the "
+                            "manager's final answer is not converted or checked); use a "
+                            "sequential crew"
+                        )
         return self
 
     def retry_for_agent(self, task: TaskSpec) -> RetrySpec:

@@ -271,6 +271,15 @@ def test_processes_and_managers():
     assert crew.spec.process == "hierarchical" and crew.spec.manager_agent.role == "Boss"
     with pytest.raises(InvalidSpecError, match="manager_llm or manager_agent"):
         CrewSpec.from_data(data(process="hierarchical"))
+    # Refused rather than dropped: the manager's final answer is not converted yet.
+    with pytest.raises(InvalidSpecError, match="output_pydantic is not supported with the hier"):
+        CrewSpec.from_data(
+            data(
+                process="hierarchical",
+                manager_llm="gpt-4o",
+                task={"output_pydantic": Verdict.model_json_schema()},
+            )
+        )
 
 
 @pytest.mark.parametrize(("kind", "field"), [("agent", f) for f in AGENT_REFUSED])

@@ -8,6 +8,7 @@ import pytest
 
 from kasal import Agent, Crew, Task
 from kasal.exceptions import AgentExecutionError, KasalError, TaskTimeoutError
+from kasal.settings import get_settings
 
 
 @pytest.fixture
@@ -63,3 +64,19 @@ async def test_exceptions_are_raised_where_those_things_happen(settings, worker,
     with pytest.raises(TaskTimeoutError, match="timed out") as timed_out:
         await crew.kickoff_async()
     assert isinstance(timed_out.value, AgentExecutionError)
+
+
+async def test_a_crewai_project_from_python(offline_settings, worker, tmp_path, monkeypatch):
+    from tests.fixtures.crewai_project import make_project
+
+    monkeypatch.setenv("KASAL_FILES_DIR", str(tmp_path / "files"))
+    get_settings.cache_clear()  # the worker writes output files where the settings say
+    root = make_project(tmp_path / "projects")
+    crew = Crew.from_project(root, settings=offline_settings)
+    result = await crew.kickoff(inputs={"topic": "tea", "current_year": "2026"})
+    # The project's own Pydantic class, rebuilt from the durable result.
+    assert type(result.pydantic).__name__ == "Report" and 1 <= result.pydantic.score <= 10
+    assert type(result.pydantic).__module__ == f"{root.name}.crew"
+    assert [t.name for t in result.tasks_output] == ["research_task", "reporting_task"]
+    assert (tmp_path / "files" / "reports" / "tea.json").is_file()
+    get_settings.cache_clear()
