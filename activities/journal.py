@@ -99,6 +99,10 @@ def encode_response(result: Any) -> str:
     """An LLM response as journal text: plain text, or native tool calls as marked JSON."""
     if isinstance(result, str):
         return result
+    if hasattr(result, "model_dump_json") and not isinstance(result, list):
+        # A structured answer (``response_model``): its JSON, which CrewAI's converter
+        # validates back into the same model when the journal replays it.
+        return str(result.model_dump_json())
     if isinstance(result, list):
         calls = [c.model_dump() if hasattr(c, "model_dump") else c for c in result]
         kind = "openai" if result and hasattr(result[0], "model_dump") else "dict"

@@ -324,3 +324,11 @@ def test_crewai_yaml_shapes_mappings_keyed_by_name():
     )
     assert spec.agents[0].name == "researcher" and spec.agents[0].role == "R"
     assert spec.tasks[0].guardrail_max_retries == 1  # CrewAI's deprecated name
+
+
+def test_a_structured_answer_is_journaled_as_json_that_validates_back():
+    from activities.journal import decode_response, encode_response
+
+    answer = Verdict(ok=True, reasons=["cited"])
+    text = encode_response(answer)
+    assert Verdict.model_validate_json(decode_response(text)) == answer
