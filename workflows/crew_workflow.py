@@ -224,15 +224,19 @@ class CrewWorkflow:
         """CrewAI's planning, once, as its own activity: each task gets its plan."""
         first = spec.tasks[0]
         self._emit(EventType.PLANNING_STARTED, data={"tasks": len(spec.tasks)})
-        result: PlanCrewResult = await self._call(
-            spec,
-            first,
-            PLAN_CREW,
-            PlanCrewInput(execution_id=execution_id, spec=spec),
-            PlanCrewResult,
-            activity_id="planning",
-            summary=f"Planner: plan {len(spec.tasks)} tasks",
-        )
+        try:
+            result: PlanCrewResult = await self._call(
+                spec,
+                first,
+                PLAN_CREW,
+                PlanCrewInput(execution_id=execution_id, spec=spec),
+                PlanCrewResult,
+                activity_id="planning",
+                summary=f"Planner: plan {len(spec.tasks)} tasks",
+            )
+        except TaskFailed as exc:
+            # The first task cannot start without the plan: it fails, saying why.
+            raise TaskFailed(exc.task, f"planning failed: {exc.message}", exc.error_type) from None
         self._plans = dict(result.plans)
         self._emit(
             EventType.PLANNING_COMPLETED,

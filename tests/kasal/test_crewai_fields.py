@@ -332,3 +332,12 @@ def test_a_structured_answer_is_journaled_as_json_that_validates_back():
     answer = Verdict(ok=True, reasons=["cited"])
     text = encode_response(answer)
     assert Verdict.model_validate_json(decode_response(text)) == answer
+
+
+def test_a_code_crews_models_are_its_own_so_the_catalog_leaves_them_to_crewai():
+    from kasal.catalog import Catalog, check_spec
+
+    data_crew = CrewSpec.from_data(data(agent={"llm": "groq/llama-3.1"}))
+    assert [p.code for p in check_spec(data_crew, Catalog.of())] == ["unknown_provider"]
+    code_crew = data_crew.model_copy(update={"project": "my_crew"})
+    assert check_spec(code_crew, Catalog.of()) == []
