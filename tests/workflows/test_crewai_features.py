@@ -151,3 +151,46 @@ async def test_a_crash_mid_guardrail_retry_repeats_only_the_call_in_flight(
     assert done.data["replayed_calls"] == 2 and done.data["llm_calls"] == 2
     # Planning ran once, before the crash, and was not redone.
     assert sum(1 for e in events if e.type == "planning_completed") == 1
+
+
+async def test_delegation_among_the_crews_agents_goes_through_the_journal(
+    temporal_client, task_queue, worker
+):
+    delegate = {
+        "tool": "Delegate work to coworker",
+        "input": {
+            "task": "Write one line about tea",
+            "context": "for a menu",
+            "coworker": "Writer",
+        },
+    }
+    crew = CrewSpec.from_data(
+        {
+            "name": "delegating",
+            "agents": [
+                {
+                    "name": "lead",
+                    "role": "Lead",
+                    "goal": "Lead",
+                    "allow_delegation": True,
+                    "llm": {
+                        "model": "offline/lead",
+                        "options": {"script": [delegate, {"final": "Menu line approved"}]},
+                    },
+                },
+                {"name": "writer", "role": "Writer", "goal": "Write", "llm": "offline/writer"},
+            ],
+            "tasks": [{"name": "menu", "description": "Make the menu", "agent": "lead"}],
+        }
+    )
+    handle = await start_execution(temporal_client, crew, task_queue=task_queue)
+    result = await handle.result()
+    assert result.output == "Menu line approved"
+    events = await handle.trace()
+    tool = next(e for e in events if e.type == "tool_call")
+    assert tool.data["tool"] == "Delegate work to coworker"
+    assert "[offline/writer]" in tool.data["output"]  # the Writer did the work
+    done = next(e for e in events if e.type == "task_completed")
+    # The lead's delegation step, the writer's answer and the lead's final answer: all three
+    # calls went through the task's journal (a retry would replay the finished delegation).
+    assert done.data["llm_calls"] == 3
