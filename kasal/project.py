@@ -234,11 +234,13 @@ def _schema(model: Any) -> dict[str, Any] | None:
 
 
 def _crew_method(instance: Any) -> Any:
-    for name in dir(type(instance)):
-        attr = getattr(type(instance), name, None)
-        if getattr(attr, "is_crew", False) or name == "crew":
+    """The ``@crew`` method (CrewAI marks it ``is_crew``; by convention it is ``crew``)."""
+    cls = type(instance)
+    marked = [n for n in dir(cls) if getattr(getattr(cls, n, None), "is_crew", False)]
+    for name in [*marked, "crew"]:
+        if callable(getattr(instance, name, None)):
             return getattr(instance, name)
-    raise InvalidSpecError(f"{type(instance).__name__} has no @crew method", field="project")
+    raise InvalidSpecError(f"{cls.__name__} has no @crew method", field="project")
 
 
 # -- finding and loading projects ---------------------------------------------------------
