@@ -12,21 +12,32 @@ import concurrent.futures
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.crewai_runtime import build_crewai_task, describe_context, prepare_crewai
+from activities.crewai_runtime import (
+    TaskRun,
+    build_task,
+    describe_context,
+    execute_task,
+    prepare_crewai,
+)
 from activities.journal import ObservedLLM, TaskObserver, run_observed
 from activities.manager import manager_messages, manager_spec, parse_manager_decision
 from activities.models import (
     MANAGER_STEP,
+    PLAN_CREW,
     RUN_TASK,
     STASH_OUTPUTS,
     ManagerDecision,
     ManagerStepInput,
+    PlanCrewInput,
+    PlanCrewResult,
     RunTaskInput,
     RunTaskResult,
     StashOutputsInput,
     StashOutputsResult,
 )
+from activities.planning import PLANNER_KEY, make_plan
 from kasal.blobs import INLINE_LIMIT, PREVIEW_CHARS, BlobStore
+from kasal.callables import resolve_callable
 from kasal.db.journal import JournalStore
 from kasal.exceptions import InvalidSpecError
 from kasal.llm import CallContext, OfflineLLM, build_llm
@@ -82,22 +93,29 @@ class CrewActivities:
             for name, blob_id in data.context_refs.items():
                 context[name] = await self._blobs.get(blob_id)
 
+        runs: list[TaskRun] = []
+
         def work(observer: TaskObserver, attempt: int) -> str:
-            agent, task, tools = build_crewai_task(
+            built = build_task(
                 task_spec,
                 agent_spec,
                 observer,
                 CallContext(attempt=attempt),
                 data.feedback,
                 data.previous_output,
+                spec=data.spec,
+                plan=data.plan,
             )
-            output = task.execute_sync(
-                agent=agent, context=describe_context(context) or None, tools=tools
-            )
-            return str(output.raw)
+            task_callback = built.extra.get("task_callback")
+            if task_callback is None and data.spec.task_callback_callable:
+                task_callback = resolve_callable(data.spec.task_callback_callable, "task_callback")
+            run = execute_task(built, describe_context(context) or None, task_callback)
+            runs.append(run)
+            return run.raw
 
         done = await run_observed(self._journal, self._executor, data.task, agent_spec.name, work)
         raw, observer = done.raw, done.observer
+        run = runs[-1] if runs else TaskRun(raw=raw, json_dict=None, output_format="raw")
         ref: str | None = None
         size: int | None = None
         if self._blobs is not None and len(raw) > INLINE_LIMIT:
@@ -112,6 +130,24 @@ class CrewActivities:
             replayed_calls=observer.replayed,
             attempt=done.attempt,
             events=done.events,
+            json_dict=run.json_dict,
+            output_format=run.output_format,
+            output_file=run.output_file,
+        )
+
+    @activity.defn(name=PLAN_CREW)
+    async def plan_crew(self, data: PlanCrewInput) -> PlanCrewResult:
+        """CrewAI's crew planning, as its own activity: the plan is made once (its LLM calls
+        journaled like a task's), and the workflow gives each task its part."""
+        plans: dict[str, str] = {}
+
+        def work(observer: TaskObserver, attempt: int) -> str:
+            plans.update(make_plan(data.spec, observer, CallContext(attempt=attempt)))
+            return ""
+
+        done = await run_observed(self._journal, self._executor, PLANNER_KEY, "planner", work)
+        return PlanCrewResult(
+            plans=plans, token_usage=done.observer.usage, attempt=done.attempt, events=done.events
         )
 
     @activity.defn(name=MANAGER_STEP)

@@ -1,5 +1,7 @@
 """Building CrewAI objects for one task attempt, and the worker-wide CrewAI adjustments.
 
+Every CrewAI field a spec sets is honoured here, or refused by the spec with its reason.
+
 Each attempt rebuilds the CrewAI agent and task from the spec (so any worker can run any
 attempt), with the LLM and tools wrapped by :mod:`activities.journal` so every call is
 observed and journaled.
@@ -7,12 +9,19 @@ observed and journaled.
 
 from __future__ import annotations
 
+import json
 import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from activities.journal import ObservedLLM, ObservedTool, TaskObserver
+from kasal.callables import resolve_callable
+from kasal.exceptions import GuardrailFailedError, InvalidSpecError, TaskTimeoutError
 from kasal.llm import CallContext, OfflineLLM, build_llm
-from kasal.spec import AgentSpec, TaskSpec
+from kasal.settings import get_settings
+from kasal.spec import AgentSpec, CrewSpec, LLMSpec, TaskSpec
 from kasal.tools import resolve_tools
 
 #: CrewAI joins context outputs this way when a task sees several.
@@ -30,6 +39,112 @@ def describe_context(context: dict[str, str]) -> str:
     return CONTEXT_SEPARATOR.join(context.values())
 
 
+@dataclass
+class BuiltTask:
+    """The CrewAI objects one task attempt runs, all observed, and what Kasal does after."""
+
+    agent: Any
+    task: Any
+    tools: list[Any]
+    #: Where the output goes under the files directory (CrewAI's own writer is bypassed:
+    #: it writes relative to the worker's working directory).
+    output_file: str | None = None
+    create_directory: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TaskRun:
+    """What one task attempt produced."""
+
+    raw: str
+    json_dict: dict[str, Any] | None
+    output_format: str
+    output_file: str | None = None
+
+
+def observed_llm(
+    spec: LLMSpec, observer: TaskObserver, context: CallContext, inner: Any = None
+) -> ObservedLLM:
+    """The LLM ``spec`` names (or ``inner``, a project's own), observed and journaled.
+
+    An offline spec always wins: asking for offline runs (``KASAL_OFFLINE``, the embedded
+    fallback) replaces the project's model too.
+    """
+    if inner is None or spec.provider == "offline":
+        inner = build_llm(spec)
+    if isinstance(inner, OfflineLLM):
+        inner.bind(context, abort=observer.check)
+    return ObservedLLM.wrap(inner, observer)
+
+
+def model_from_schema(schema: dict[str, Any], name: str) -> Any:
+    """A Pydantic class from a data spec's JSON Schema (CrewAI's own converter)."""
+    from crewai.utilities.pydantic_schema_utils import create_model_from_schema
+
+    schema = dict(schema)
+    schema.setdefault("title", _class_name(name))
+    schema.setdefault("type", "object")
+    try:
+        return create_model_from_schema(schema)
+    except Exception as exc:
+        raise InvalidSpecError(f"not a usable JSON Schema: {exc}", field="output_pydantic") from exc
+
+
+def _class_name(name: str) -> str:
+    return "".join(p.capitalize() for p in re.split(r"[^A-Za-z0-9]+", name) if p) or "Output"
+
+
+def _agent_kwargs(agent_spec: AgentSpec, spec: CrewSpec | None) -> dict[str, Any]:
+    """The CrewAI ``Agent`` fields a spec sets (CrewAI's names, honoured as CrewAI does)."""
+    kwargs: dict[str, Any] = {
+        "role": agent_spec.role,
+        "goal": agent_spec.goal,
+        "backstory": agent_spec.backstory or agent_spec.role,
+        "max_iter": agent_spec.max_iter,
+        "max_rpm": agent_spec.max_rpm or (spec.max_rpm if spec else None),
+        "max_execution_time": agent_spec.max_execution_time,
+        "respect_context_window": agent_spec.respect_context_window,
+        "inject_date": agent_spec.inject_date,
+        "date_format": agent_spec.date_format,
+        "system_template": agent_spec.system_template,
+        "prompt_template": agent_spec.prompt_template,
+        "response_template": agent_spec.response_template,
+        "use_system_prompt": agent_spec.use_system_prompt,
+        "verbose": agent_spec.verbose or bool(spec and spec.verbose),
+        "cache": agent_spec.cache,
+        "allow_delegation": agent_spec.allow_delegation,
+        "max_retry_limit": 0,  # Temporal owns retries, and must see every failure.
+    }
+    if agent_spec.reasoning:
+        kwargs["reasoning"] = True
+        kwargs["max_reasoning_attempts"] = agent_spec.max_reasoning_attempts
+    if agent_spec.max_tokens is not None:
+        kwargs["max_tokens"] = agent_spec.max_tokens
+    return kwargs
+
+
+def _data_agent(
+    agent_spec: AgentSpec,
+    spec: CrewSpec | None,
+    observer: TaskObserver,
+    context: CallContext,
+    step_callback: Any = None,
+) -> tuple[Any, list[Any]]:
+    from crewai import Agent
+
+    tools = [ObservedTool.wrap(tool, observer) for tool in resolve_tools(agent_spec.tools)]
+    kwargs = _agent_kwargs(agent_spec, spec)
+    if agent_spec.function_calling_llm is not None:
+        kwargs["function_calling_llm"] = observed_llm(
+            agent_spec.function_calling_llm, observer, context
+        )
+    if step_callback is not None:
+        kwargs["step_callback"] = step_callback
+    agent = Agent(llm=observed_llm(agent_spec.llm, observer, context), tools=tools, **kwargs)
+    return agent, tools
+
+
 def build_crewai_task(
     task_spec: TaskSpec,
     agent_spec: AgentSpec,
@@ -37,43 +152,167 @@ def build_crewai_task(
     context: CallContext,
     feedback: str | None = None,
     previous_output: str | None = None,
+    *,
+    spec: CrewSpec | None = None,
+    plan: str | None = None,
 ) -> tuple[Any, Any, list[Any]]:
     """CrewAI ``Agent``, ``Task`` and tools for one task, all observed."""
-    from crewai import Agent, Task
+    built = build_task(
+        task_spec,
+        agent_spec,
+        observer,
+        context,
+        feedback,
+        previous_output,
+        spec=spec,
+        plan=plan,
+    )
+    return built.agent, built.task, built.tools
 
-    inner = build_llm(agent_spec.llm)
-    if isinstance(inner, OfflineLLM):
-        inner.bind(context, abort=observer.check)
-    llm = ObservedLLM.wrap(inner, observer)
-    tools = [
-        ObservedTool.wrap(tool, observer)
-        for tool in resolve_tools(list(dict.fromkeys(agent_spec.tools + task_spec.tools)))
-    ]
-    agent = Agent(
-        role=agent_spec.role,
-        goal=agent_spec.goal,
-        backstory=agent_spec.backstory or agent_spec.role,
-        llm=llm,
-        tools=tools,
-        max_iter=agent_spec.max_iter,
-        allow_delegation=False,
-        max_retry_limit=0,  # Temporal owns retries, and must see every failure.
-        verbose=False,
+
+def _with_feedback(description: str, feedback: str | None, previous: str | None) -> str:
+    if feedback is None:
+        return description
+    return (
+        f"{description}\n\nYour previous answer was:\n{previous or ''}\n\n"
+        f"A human reviewed it and gave this feedback, which you must address:\n{feedback}"
     )
-    description = task_spec.description
-    if feedback is not None:
-        description = (
-            f"{description}\n\nYour previous answer was:\n{previous_output or ''}\n\n"
-            f"A human reviewed it and gave this feedback, which you must address:\n{feedback}"
+
+
+def build_task(
+    task_spec: TaskSpec,
+    agent_spec: AgentSpec,
+    observer: TaskObserver,
+    context: CallContext,
+    feedback: str | None = None,
+    previous_output: str | None = None,
+    *,
+    spec: CrewSpec | None = None,
+    plan: str | None = None,
+) -> BuiltTask:
+    """Every CrewAI object one task attempt needs: from a data spec, or (a code crew)
+    rebuilt from the project's own code with the spec's models and the observers."""
+    if spec is not None and spec.project:
+        from activities.project_runtime import build_project_task
+
+        built = build_project_task(spec, task_spec, agent_spec, observer, context)
+        built.task.description = _with_feedback(
+            built.task.description + (plan or ""), feedback, previous_output
         )
-    task = Task(
-        description=description,
-        expected_output=task_spec.expected_output,
+        return built
+    from crewai import Task
+
+    step_callback = None
+    if spec is not None and spec.step_callback_callable:
+        step_callback = resolve_callable(spec.step_callback_callable, "step_callback")
+    agent, tools = _data_agent(agent_spec, spec, observer, context, step_callback)
+    task_tools = [ObservedTool.wrap(t, observer) for t in resolve_tools(task_spec.tools)]
+    tools = _unique(tools + task_tools)
+    if agent_spec.allow_delegation and spec is not None:
+        coworkers = [
+            _data_agent(a, spec, observer, context)[0]
+            for a in spec.agents
+            if a.name != agent_spec.name
+        ]
+        if coworkers:
+            # CrewAI's own delegation tools; each coworker's calls go through the same
+            # observer, so every delegation is journaled and replayed like the task's own.
+            tools = tools + [
+                ObservedTool.wrap(t, observer) for t in agent.get_delegation_tools(coworkers)
+            ]
+    kwargs: dict[str, Any] = {
+        "description": _with_feedback(
+            task_spec.description + (plan or ""), feedback, previous_output
+        ),
+        "expected_output": task_spec.expected_output,
+        "agent": agent,
+        "tools": tools,
+        "name": task_spec.name,
+        "markdown": task_spec.markdown,
+        "guardrail_max_retries": task_spec.guardrail_max_retries,
+    }
+    if task_spec.output_json is not None:
+        kwargs["output_json"] = model_from_schema(task_spec.output_json, task_spec.name)
+    if task_spec.output_pydantic is not None:
+        kwargs["output_pydantic"] = model_from_schema(task_spec.output_pydantic, task_spec.name)
+    if task_spec.guardrail_callable:
+        kwargs["guardrail"] = resolve_callable(task_spec.guardrail_callable, "guardrail")
+    elif task_spec.guardrail:
+        kwargs["guardrail"] = task_spec.guardrail  # checked by the agent's (observed) LLM
+    if task_spec.callback_callable:
+        kwargs["callback"] = resolve_callable(task_spec.callback_callable, "callback")
+    return BuiltTask(
         agent=agent,
-        tools=list(tools),
-        name=task_spec.name,
+        task=Task(**kwargs),
+        tools=tools,
+        output_file=task_spec.output_file,
+        create_directory=task_spec.create_directory,
     )
-    return agent, task, tools
+
+
+def _unique(tools: list[Any]) -> list[Any]:
+    seen: dict[str, Any] = {}
+    for tool in tools:
+        seen.setdefault(tool.name, tool)
+    return list(seen.values())
+
+
+def execute_task(built: BuiltTask, context: str | None, task_callback: Any = None) -> TaskRun:
+    """Run the task with CrewAI; write its output file; say what came out."""
+    try:
+        output = built.task.execute_sync(agent=built.agent, context=context, tools=built.tools)
+    except TimeoutError as exc:
+        raise TaskTimeoutError(str(exc)) from exc
+    except Exception as exc:
+        if "validation after" in str(exc) and "guardrail" in str(exc):
+            raise GuardrailFailedError(str(exc)) from exc
+        raise
+    if task_callback is not None:
+        task_callback(output)
+    json_dict = output.json_dict
+    if json_dict is None and output.pydantic is not None:
+        json_dict = output.pydantic.model_dump(mode="json")
+    written = None
+    if built.output_file:
+        if output.json_dict:
+            content = json.dumps(output.json_dict, indent=2)
+        elif output.pydantic is not None:
+            content = output.pydantic.model_dump_json()
+        else:
+            content = str(output.raw)
+        written = write_output_file(built.output_file, content, built.create_directory)
+    return TaskRun(
+        raw=str(output.raw),
+        json_dict=json_dict,
+        output_format=str(getattr(output.output_format, "value", output.output_format)),
+        output_file=written,
+    )
+
+
+def write_output_file(relative: str, content: str, create_directory: bool = True) -> str:
+    """Write a task's ``output_file`` under the files directory, never outside it.
+
+    A retried attempt writes the same file again: the write is idempotent.
+    """
+    root = get_settings().readable_files_dir()
+    target = (root / relative).resolve()
+    if target != root and root not in target.parents:
+        raise InvalidSpecError(
+            f"output_file {relative!r} is outside the files directory {root}",
+            field="output_file",
+        )
+    if not target.parent.exists():
+        if not create_directory:
+            raise InvalidSpecError(
+                f"output_file {relative!r}: directory {target.parent} does not exist and "
+                "create_directory is false",
+                field="output_file",
+            )
+        target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.write_text(content, encoding="utf-8")
+    tmp.replace(target)
+    return str(Path(relative))
 
 
 def _quiet_crewai() -> None:

@@ -103,6 +103,10 @@ def encode_response(result: Any) -> str:
     """An LLM response as journal text: plain text, or native tool calls as marked JSON."""
     if isinstance(result, str):
         return result
+    if hasattr(result, "model_dump_json") and not isinstance(result, list):
+        # A structured answer (``response_model``): its JSON, which CrewAI's converter
+        # validates back into the same model when the journal replays it.
+        return str(result.model_dump_json())
     if isinstance(result, list):
         calls = [c.model_dump() if hasattr(c, "model_dump") else c for c in result]
         kind = "openai" if result and hasattr(result[0], "model_dump") else "dict"
@@ -242,6 +246,10 @@ class ObservedLLM(BaseLLM):
             self._observer.after_call(
                 LLMCallRecord(self.model, 0, 0, 0.0, replayed, replayed=True), msgs
             )
+            # A scripted model counts the replayed call, so the script goes on from there.
+            note = getattr(self._inner, "note_replayed", None)
+            if callable(note):
+                note()
             return decode_response(replayed)
         before = self._inner.get_token_usage_summary()
         started = time.perf_counter()
@@ -595,6 +603,9 @@ def as_application_error(exc: BaseException) -> ApplicationError:
             return ApplicationError(str(cause), type="journal_unavailable")
         if isinstance(cause, KasalError):
             retryable = isinstance(cause, ProviderError) and cause.retryable
+            # Errors outside the provider family say for themselves (TaskTimeoutError: yes).
+            if not isinstance(cause, ProviderError):
+                retryable = bool(getattr(cause, "retryable", False))
             if isinstance(cause, InvalidSpecError):
                 retryable = False
             retry_after = getattr(cause, "retry_after", None)

@@ -6,7 +6,7 @@ import CrewAI or anything else heavy or non-deterministic.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -35,6 +35,8 @@ class RunTaskInput(BaseModel):
     #: Human feedback on a previous output of this task (re-run with it).
     feedback: str | None = None
     previous_output: str | None = None
+    #: The crew's plan for this task (``planning``), appended to its description.
+    plan: str | None = None
 
 
 class RunTaskResult(BaseModel):
@@ -50,6 +52,9 @@ class RunTaskResult(BaseModel):
     size: int | None = None
     #: The attempt's events not yet signalled (its last calls): the workflow adds them.
     events: list[Event] = Field(default_factory=list)
+    json_dict: dict[str, Any] | None = None
+    output_format: str = "raw"
+    output_file: str | None = None
 
 
 class RecordExecutionInput(BaseModel):
@@ -127,3 +132,23 @@ class StashOutputsResult(BaseModel):
     """Blob id per stashed output (empty if the worker has no blob store)."""
 
     refs: dict[str, str] = Field(default_factory=dict)
+
+
+PLAN_CREW = "plan_crew"
+
+
+class PlanCrewInput(BaseModel):
+    """Make the crew's plan (CrewAI's ``planning``): one plan per task, made once."""
+
+    execution_id: str
+    spec: CrewSpec
+
+
+class PlanCrewResult(BaseModel):
+    """The plan per task name (text CrewAI appends to the task's description)."""
+
+    plans: dict[str, str] = Field(default_factory=dict)
+    token_usage: TokenUsage = Field(default_factory=TokenUsage)
+    attempt: int = 1
+    #: The planner's events not yet signalled: the workflow adds them.
+    events: list[Event] = Field(default_factory=list)

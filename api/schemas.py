@@ -117,18 +117,30 @@ class ExecutionCreate(StrictInput):
                     "required": ["spec"],
                     "properties": {"spec": {"type": "object"}, "crew_id": {"type": "null"}},
                 },
+                {
+                    "title": "a CrewAI project served by the workers",
+                    "required": ["project"],
+                    "properties": {
+                        "project": {"type": "string"},
+                        "spec": {"type": "null"},
+                        "crew_id": {"type": "null"},
+                    },
+                },
             ]
         }
     )
 
     crew_id: str | None = Field(default=None, pattern=r"^[0-9a-f]{32}$")
     spec: dict[str, Any] | None = None
+    #: A CrewAI project the workers serve (``GET /api/v1/projects``), by name.
+    project: str | None = Field(default=None, max_length=200)
     inputs: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _one_source(self) -> ExecutionCreate:
-        if (self.crew_id is None) == (self.spec is None):
-            raise ValueError("give exactly one of crew_id and spec")
+        given = [x for x in (self.crew_id, self.spec, self.project) if x is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of crew_id, spec and project")
         return self
 
 
@@ -165,23 +177,51 @@ class ExecutionSummary(BaseModel):
 
 
 class ExecutionOut(ExecutionSummary):
-    """An execution's state with per-task progress."""
+    """An execution's state with per-task progress; ``json`` is the structured output of
+    the last task that has one (each task's is in ``tasks[].json_dict``)."""
 
     inputs: dict[str, Any]
     token_usage: TokenUsage
     tasks: list[TaskStatus]
     event_count: int
+    json_output: dict[str, Any] | None = Field(default=None, alias="json")
+
+    @model_validator(mode="after")
+    def _latest_json(self) -> ExecutionOut:
+        if self.json_output is None:
+            done = [t.json_dict for t in self.tasks if t.json_dict is not None]
+            self.json_output = done[-1] if done else None
+        return self
 
 
 class ExecutionResultOut(BaseModel):
-    """The final output of a finished execution (``output`` is null unless it completed)."""
+    """The final output of a finished execution (``output`` is null unless it completed);
+    ``json`` is the last task's structured output (``output_json``/``output_pydantic``)."""
+
+    model_config = ConfigDict(populate_by_name=True)
 
     execution_id: str
     status: str
     output: str | None
+    json_output: dict[str, Any] | None = Field(default=None, alias="json")
     tasks: list[TaskOutput]
     token_usage: TokenUsage
     error: str | None
+
+
+class ProjectOut(BaseModel):
+    """A CrewAI project the workers serve: start it with ``{"project": name}``."""
+
+    name: str
+    crew_name: str
+    task_queue: str
+    agents: list[str]
+    tasks: list[str]
+    placeholders: list[str]
+    default_inputs: dict[str, Any]
+    planning: bool
+    process: str
+    published_at: datetime
 
 
 class CancelOut(BaseModel):

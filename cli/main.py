@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -94,6 +95,10 @@ def _describe(event: Event, *, hierarchical: bool = False) -> str | None:
                 f"  → {task} manager step {data.get('step')}: delegated to "
                 f"[bold]{data.get('coworker') or event.agent}[/]: {work}"
             )
+        case EventType.PLANNING_STARTED:
+            return f"  … planning: one plan for {data.get('tasks')} tasks (CrewAI's planner)"
+        case EventType.PLANNING_COMPLETED:
+            return f"  [green]✓[/] planned: {', '.join(data.get('plans', {}))}"
         case EventType.EXECUTION_CONTINUED:
             return (
                 f"  [dim]↪ continued as new (run {int(data.get('generation', 0)) + 1}, "
@@ -133,9 +138,61 @@ def _describe(event: Event, *, hierarchical: bool = False) -> str | None:
     return None
 
 
+def load_crew(paths: list[Path]) -> tuple[CrewSpec, dict[str, Any]]:
+    """What ``kasal run`` / ``kasal validate`` are given, as a spec and its default inputs.
+
+    A CrewAI project directory (``crewai create crew``'s layout) is imported and built by
+    its own code; a spec file is read; an ``agents.yaml`` + ``tasks.yaml`` pair (or a
+    directory holding them, in ``config/`` or not) is read as CrewAI writes them.
+    """
+    from kasal.project import is_project_dir, load_project
+
+    if len(paths) == 1 and paths[0].is_dir() and is_project_dir(paths[0]):
+        project = load_project(paths[0])
+        return project.to_spec(), project.default_inputs()
+    if len(paths) == 1 and paths[0].is_dir():
+        base = paths[0] / "config" if (paths[0] / "config").is_dir() else paths[0]
+        paths = [base / "agents.yaml", base / "tasks.yaml"]
+    if len(paths) == 2:
+        return _spec_from_pair(paths), {}
+    if len(paths) != 1:
+        raise InvalidSpecError(
+            "give one crew spec file, a CrewAI project directory, or agents.yaml and tasks.yaml"
+        )
+    return CrewSpec.from_file(paths[0]), {}
+
+
+def _spec_from_pair(paths: list[Path]) -> CrewSpec:
+    import yaml
+
+    by_name = {p.name.split(".")[0]: p for p in paths}
+    if set(by_name) != {"agents", "tasks"}:
+        raise InvalidSpecError("give agents.yaml and tasks.yaml", field="path")
+    data: dict[str, Any] = {}
+    for key, path in by_name.items():
+        if not path.is_file():
+            raise InvalidSpecError(f"no such file: {path}", field="path")
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise InvalidSpecError(f"{path}: not valid YAML: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise InvalidSpecError(f"{path}: {key} must be a mapping keyed by name", field=key)
+        data[key] = loaded
+    root = paths[0].resolve().parent
+    name = root.parent.name if root.name == "config" else root.name
+    return CrewSpec.from_data({"name": name or "crew", **data})
+
+
 @app.command()
 def run(
-    spec_file: Annotated[Path, typer.Argument(help="Crew spec, YAML or JSON.")],
+    spec_file: Annotated[
+        list[Path],
+        typer.Argument(
+            help="A CrewAI project directory, a crew spec (YAML or JSON), or agents.yaml "
+            "and tasks.yaml."
+        ),
+    ],
     inputs: Annotated[
         list[str] | None, typer.Option("--input", "-i", help="key=value, fills {key}.")
     ] = None,
@@ -143,25 +200,52 @@ def run(
     detach: Annotated[
         bool, typer.Option(help="Start and print the execution id; do not wait.")
     ] = False,
+    offline: Annotated[
+        bool,
+        typer.Option(
+            help="Run every agent, manager and planner on the offline model (deterministic, "
+            "no network); same as KASAL_OFFLINE=1."
+        ),
+    ] = False,
 ) -> None:
-    """Run a crew end to end, showing live progress; print its output and execution id."""
+    """Run a crew end to end, showing live progress; print its output and execution id.
+
+    Given a CrewAI project, the crew is built by the project's own code and inputs default
+    to those of its ``main.py`` ``run()``.
+    """
     try:
-        spec = CrewSpec.from_file(spec_file)
-        values = _parse_inputs(inputs or [])
+        if offline:
+            os.environ["KASAL_OFFLINE"] = "true"
+            get_settings.cache_clear()
+        spec, defaults = load_crew(spec_file)
+        values = _parse_inputs(inputs or []) or defaults
         spec.interpolated(values)  # a missing input is an error before anything starts
-        code = asyncio.run(_run(spec, values, as_json, detach))
+        if as_json:
+            # stdout is the JSON document alone: what the crew's own code prints (CrewAI's
+            # verbose panels, print() in tools) goes to stderr, as the live view does.
+            result_out = sys.stdout
+            with contextlib.redirect_stdout(sys.stderr):
+                code = asyncio.run(_run(spec, values, as_json, detach, result_out))
+        else:
+            code = asyncio.run(_run(spec, values, as_json, detach))
     except KasalError as exc:
         raise _fail(exc) from None
     raise typer.Exit(code)
 
 
-async def _run(spec: CrewSpec, inputs: dict[str, Any], as_json: bool, detach: bool) -> int:
+async def _run(
+    spec: CrewSpec,
+    inputs: dict[str, Any],
+    as_json: bool,
+    detach: bool,
+    result_out: Any = None,
+) -> int:
     from kasal.client import Runtime
     from kasal.llm import with_offline_fallback
 
     settings = get_settings()
     show = err if as_json else out
-    if offline_fallback_for(settings):
+    if offline_fallback_for(settings) and not settings.offline:
         spec, notes = with_offline_fallback(spec)
         if notes:
             show.print(
@@ -169,8 +253,14 @@ async def _run(spec: CrewSpec, inputs: dict[str, Any], as_json: bool, detach: bo
                 "no network) for[/]\n  " + "\n  ".join(notes),
                 highlight=False,
             )
+    if settings.offline:
+        show.print(
+            "[yellow]offline (asked for): every agent, manager and planner runs on the "
+            "offline model (deterministic, no network)[/]",
+            highlight=False,
+        )
     offline = [a.name for a in spec.agents if a.llm.provider == "offline"]
-    if offline:
+    if offline and not settings.offline:
         show.print(f"[dim]offline model: {', '.join(offline)}[/]", highlight=False)
     async with Runtime(settings, in_process_worker=settings.embedded and not detach) as rt:
         if detach and rt.server is not None and not rt.adopted_server:
@@ -183,17 +273,29 @@ async def _run(spec: CrewSpec, inputs: dict[str, Any], as_json: bool, detach: bo
         if rt.server is not None and rt.server.ui_url:
             show.print(f"[dim]Temporal Web UI: {rt.server.ui_url}[/]")
         handle = await rt.start_execution(spec, inputs)
-        return await _follow(handle, spec, show, as_json=as_json, detach=detach)
+        return await _follow(
+            handle, spec, show, as_json=as_json, detach=detach, result_out=result_out
+        )
 
 
 async def _follow(
-    handle: Any, spec: CrewSpec, show: Console, *, as_json: bool, detach: bool
+    handle: Any,
+    spec: CrewSpec,
+    show: Console,
+    *,
+    as_json: bool,
+    detach: bool,
+    result_out: Any = None,
 ) -> int:
     """Show an execution's events live, then its result; the exit code."""
+    settings = get_settings()
     show.print(f"execution [bold]{handle.id}[/] (workflow {handle.workflow_id})")
     if detach:
         if as_json:
-            print(json.dumps({"execution_id": handle.id, "workflow_id": handle.workflow_id}))
+            print(
+                json.dumps({"execution_id": handle.id, "workflow_id": handle.workflow_id}),
+                file=result_out,
+            )
         return 0
     hierarchical = spec.process == "hierarchical"
     async for event in handle.events():
@@ -204,15 +306,31 @@ async def _follow(
     except (ExecutionFailedError, ExecutionCancelledError) as exc:
         if as_json:
             status = "cancelled" if isinstance(exc, ExecutionCancelledError) else "failed"
-            print(json.dumps({"execution_id": handle.id, "status": status, "error": str(exc)}))
+            print(
+                json.dumps({"execution_id": handle.id, "status": status, "error": str(exc)}),
+                file=result_out,
+            )
         else:
             err.print(f"[bold red]execution {handle.id} {exc}[/]", highlight=False)
         return EXIT_CANCELLED if isinstance(exc, ExecutionCancelledError) else EXIT_FAILED
     if as_json:
-        print(json.dumps({"status": "completed", **result.model_dump(mode="json")}, indent=2))
+        print(
+            json.dumps({"status": "completed", **result.model_dump(mode="json")}, indent=2),
+            file=result_out,
+        )
     else:
         out.rule("final output")
         out.print(result.output, highlight=False, markup=False)
+        if result.json_dict is not None:
+            out.rule("structured output")
+            out.print(json.dumps(result.json_dict, indent=2), highlight=False, markup=False)
+        written = [t.output_file for t in result.tasks if t.output_file]
+        if written:
+            out.print(
+                "output files (under "
+                f"{settings.readable_files_dir()}): {', '.join(str(w) for w in written)}",
+                highlight=False,
+            )
         out.rule()
         out.print(
             f"execution id: [bold]{result.execution_id}[/]  tokens: "
@@ -222,14 +340,23 @@ async def _follow(
 
 
 @app.command()
-def validate(spec_file: Annotated[Path, typer.Argument(help="Crew spec, YAML or JSON.")]) -> None:
-    """Check a crew spec and print it normalised (YAML, usable as a spec file)."""
+def validate(
+    spec_file: Annotated[
+        list[Path],
+        typer.Argument(
+            help="A crew spec (YAML or JSON), a CrewAI project directory, or agents.yaml "
+            "and tasks.yaml."
+        ),
+    ],
+) -> None:
+    """Check a crew and print it normalised (YAML, usable as a spec file); refuse what no
+    worker here could resolve (tools, providers, endpoints)."""
     from kasal.catalog import Catalog, check_spec
     from kasal.exceptions import UnrunnableSpecError
     from kasal.tools import load_tool_modules, registered_tools
 
     try:
-        spec = CrewSpec.from_file(spec_file)
+        spec, _ = load_crew(spec_file)
         # What a worker here would resolve: the built-in tools and KASAL_TOOL_MODULES'.
         settings = get_settings()
         load_tool_modules(settings.tool_modules)
@@ -257,6 +384,14 @@ READY_LINE = "kasal worker ready"
 
 @app.command()
 def worker(
+    project: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--project",
+            help="A CrewAI project this worker serves (repeatable): its crews run by name, "
+            "built from its own code. Default: KASAL_PROJECTS.",
+        ),
+    ] = None,
     ready_file: Annotated[
         Path | None,
         typer.Option(
@@ -271,6 +406,16 @@ def worker(
     Ready once it prints ``kasal worker ready: ...`` on stderr (and writes ``--ready-file``).
     """
     settings = get_settings()
+    if project:
+        settings = settings.model_copy(update={"projects": [*settings.projects, *project]})
+    try:
+        from kasal.project import load_project
+
+        for path in settings.projects:
+            loaded = load_project(path)
+            err.print(f"serving CrewAI project {loaded.name} ({loaded.root})", highlight=False)
+    except KasalError as exc:
+        raise _fail(exc) from None
     ready_file = ready_file or settings.worker_ready_file
     if settings.embedded:
         raise _fail(

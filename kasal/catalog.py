@@ -26,7 +26,17 @@ if TYPE_CHECKING:
 #: LLM providers a worker resolves (the prefixes of ``kasal.llm.build_llm``; that module
 #: imports CrewAI, which the API must not, so the names are repeated here and a test keeps
 #: the two lists equal).
-PROVIDERS: tuple[str, ...] = ("openai", "databricks", "ollama", "compatible", "offline")
+PROVIDERS: tuple[str, ...] = (
+    "openai",
+    "databricks",
+    "ollama",
+    "compatible",
+    "offline",
+    "anthropic",
+    "gemini",
+    "azure",
+    "bedrock",
+)
 #: Tools every worker has without KASAL_TOOL_MODULES (``kasal.tools``' own registrations).
 BUILTIN_TOOLS: tuple[str, ...] = ("calculator", "file_read")
 
@@ -93,10 +103,20 @@ def check_spec(spec: CrewSpec, catalog: Catalog) -> list[Problem]:
     if spec.manager_agent is not None:
         agents.append(("manager_agent", spec.manager_agent))
     for path, agent in agents:
+        if spec.project:
+            # A code crew's models are the project's own CrewAI objects, built by its code
+            # on the workers (any provider CrewAI routes): only its tools' names are Kasal's.
+            continue
         problems += _check_llm(f"{path}.llm", agent.llm, catalog)
+        if agent.function_calling_llm is not None:
+            problems += _check_llm(
+                f"{path}.function_calling_llm", agent.function_calling_llm, catalog
+            )
         problems += _check_tools(f"{path}.tools", agent.tools, catalog)
-    if spec.manager_llm is not None:
+    if spec.manager_llm is not None and not spec.project:
         problems += _check_llm("manager_llm", spec.manager_llm, catalog)
+    if spec.planning_llm is not None and not spec.project:
+        problems += _check_llm("planning_llm", spec.planning_llm, catalog)
     for i, task in enumerate(spec.tasks):
         problems += _check_tools(f"tasks.{i}.tools", task.tools, catalog)
     return problems

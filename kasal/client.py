@@ -58,10 +58,13 @@ from kasal.constants import (
     workflow_id_for,
 )
 from kasal.exceptions import (
+    AgentExecutionError,
     ConflictError,
     ExecutionCancelledError,
     ExecutionFailedError,
+    GuardrailFailedError,
     InvalidSpecError,
+    TaskTimeoutError,
     TemporalUnavailableError,
 )
 from kasal.execution import (
@@ -277,6 +280,7 @@ async def start_execution(
     tasks_per_run: int | None = None,
     offline_fallback: bool | None = None,
     seed: ReplaySeed | None = None,
+    offline: bool | None = None,
 ) -> ExecutionHandle:
     """Start a crew as a ``CrewWorkflow``.
 
@@ -296,7 +300,12 @@ async def start_execution(
     spec.interpolated(inputs)  # raises InvalidSpecError naming missing inputs
     execution_id = execution_id or new_execution_id()
     fallback_notes: list[str] = []
-    if get_settings().offline_fallback if offline_fallback is None else offline_fallback:
+    if get_settings().offline if offline is None else offline:
+        from kasal.llm import all_offline
+
+        spec = all_offline(spec)
+        fallback_notes = ["every agent, manager and planner: offline (asked for)"]
+    elif get_settings().offline_fallback if offline_fallback is None else offline_fallback:
         from kasal.llm import with_offline_fallback
 
         spec, fallback_notes = with_offline_fallback(spec)
@@ -428,7 +437,16 @@ class ExecutionHandle:
             code = cause.type if isinstance(cause, ApplicationError) else None
             if code in (InvalidSpecError.code, "unknown_tool", "unknown_model"):
                 raise InvalidSpecError(message) from exc
-            raise ExecutionFailedError(message, details={"type": code}) from exc
+            # Where it happened: a timeout, a guardrail, an agent's execution.
+            kind = {
+                TaskTimeoutError.code: TaskTimeoutError,
+                "ScheduleToCloseTimeout": TaskTimeoutError,
+                GuardrailFailedError.code: GuardrailFailedError,
+                AgentExecutionError.code: AgentExecutionError,
+            }.get(code or "", ExecutionFailedError)
+            if "timed out" in message.lower() or "timeout" in (code or "").lower():
+                kind = TaskTimeoutError
+            raise kind(message, details={"type": code}) from exc
 
     async def cancel(self) -> None:
         """Ask the execution to stop; running tasks stop within a heartbeat. Idempotent."""
@@ -619,6 +637,7 @@ class Runtime:
         client = await self.start()
         kwargs.setdefault("owner", self.settings.owner or None)
         kwargs.setdefault("offline_fallback", self.settings.offline_fallback)
+        kwargs.setdefault("offline", self.settings.offline)
         return await start_execution(
             client,
             spec,

@@ -107,6 +107,30 @@ class ExecutionFailedError(KasalError):
     code = "execution_failed"
 
 
+class AgentExecutionError(ExecutionFailedError):
+    """An agent could not finish its task: raised by ``Agent.execute`` and by a crew's
+    result when a task failed for good. Retried by the task's policy before that."""
+
+    code = "agent_execution_error"
+    retryable = True
+
+
+class TaskTimeoutError(AgentExecutionError):
+    """A task ran past its bound: the agent's ``max_execution_time`` in an attempt (retried
+    like any timeout), or the task's Temporal timeouts."""
+
+    code = "task_timeout"
+    retryable = True
+
+
+class GuardrailFailedError(AgentExecutionError):
+    """A task's answers kept failing its guardrail after ``guardrail_max_retries`` redos.
+    Not retried: a new attempt replays the same journaled answers."""
+
+    code = "guardrail_failed"
+    retryable = False
+
+
 class ExecutionCancelledError(KasalError):
     """A crew execution was cancelled."""
 

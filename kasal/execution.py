@@ -52,6 +52,8 @@ class EventType(StrEnum):
     TASK_FAILED = "task_failed"
     TASK_RETRYING = "task_retrying"
     DELEGATION = "delegation"
+    PLANNING_STARTED = "planning_started"
+    PLANNING_COMPLETED = "planning_completed"
     EXECUTION_CONTINUED = "execution_continued"
     LLM_CALL = "llm_call"
     TOOL_CALL = "tool_call"
@@ -120,6 +122,8 @@ class TaskStatus(BaseModel):
     token_usage: TokenUsage = Field(default_factory=TokenUsage)
     #: Set when the task kept this execution's output instead of running (a replay).
     reused_from: str | None = None
+    #: A structured task's output (``output_json`` / ``output_pydantic``), as JSON data.
+    json_dict: dict[str, Any] | None = None
 
 
 class ExecutionStatus(BaseModel):
@@ -152,6 +156,8 @@ class CrewResumeState(BaseModel):
     stream: WorkflowStreamState | None = None
     #: How many runs came before this one.
     generation: int = 0
+    #: The crew's plan per task (``planning``), made once.
+    plans: dict[str, str] | None = None
 
 
 class ReplaySeed(BaseModel):
@@ -192,6 +198,12 @@ class TaskOutput(BaseModel):
     token_usage: TokenUsage = Field(default_factory=TokenUsage)
     ref: str | None = None
     size: int | None = None
+    #: CrewAI's ``TaskOutput.json_dict``: a structured task's output as JSON data.
+    json_dict: dict[str, Any] | None = None
+    #: CrewAI's ``OutputFormat``: ``raw``, ``json`` or ``pydantic``.
+    output_format: str = "raw"
+    #: Where ``output_file`` was written, relative to the files directory.
+    output_file: str | None = None
 
 
 class CrewWorkflowResult(BaseModel):
@@ -203,6 +215,8 @@ class CrewWorkflowResult(BaseModel):
     token_usage: TokenUsage
     #: Blob of the final output when it is kept outside history (see ``TaskOutput.ref``).
     output_ref: str | None = None
+    #: The last task's structured output (CrewAI's ``CrewOutput.json_dict``), if any.
+    json_dict: dict[str, Any] | None = None
 
     @property
     def raw(self) -> str:

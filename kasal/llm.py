@@ -39,9 +39,27 @@ from kasal.exceptions import (
     UnknownModelError,
 )
 from kasal.settings import get_settings
-from kasal.spec import CrewSpec, LLMSpec
+from kasal.spec import DEFAULT_PLANNING_MODEL, AgentSpec, CrewSpec, LLMSpec
 
-PROVIDERS = ("openai", "databricks", "ollama", "compatible", "offline")
+PROVIDERS = (
+    "openai",
+    "databricks",
+    "ollama",
+    "compatible",
+    "offline",
+    "anthropic",
+    "gemini",
+    "azure",
+    "bedrock",
+)
+#: Providers built by CrewAI's own ``LLM(...)`` routing (its native clients), and the
+#: environment variable each needs.
+CREWAI_NATIVE = {
+    "anthropic": "ANTHROPIC_API_KEY",
+    "gemini": "GEMINI_API_KEY",
+    "azure": "AZURE_API_KEY",
+    "bedrock": "AWS_ACCESS_KEY_ID",
+}
 
 
 @dataclass
@@ -80,6 +98,10 @@ class OfflineLLM(BaseLLM):
     def supports_function_calling(self) -> bool:
         return False
 
+    def note_replayed(self) -> None:
+        """A call answered from the journal: the script moves on as if it had answered."""
+        self._calls += 1
+
     def call(  # type: ignore[override]
         self,
         messages: str | list[dict[str, Any]],
@@ -100,8 +122,18 @@ class OfflineLLM(BaseLLM):
         if (self._context.attempt - 1) + self._calls - 1 < fail_first:
             raise _offline_failure(str(self.options.get("fail_with", "unavailable")))
         script = list(self.options.get("script", []))
+        schema = _schema_of(response_model) or _schema_in_prompt(msgs)
         if index < len(script):
             text = _render_step(script[index])
+        elif schema is not None:
+            # A structured task: an answer that validates against its schema, so crews
+            # with output_json / output_pydantic run end to end with no network.
+            instance = instance_of_schema(schema, seed=derive_answer(self.model, msgs))
+            if isinstance(instance, dict) and "list_of_plans_per_task" in instance:
+                instance["list_of_plans_per_task"] = _offline_plans(self.model, msgs)
+            text = json.dumps(instance)
+            if response_model is None:
+                text = "Thought: I now know the final answer\nFinal Answer: " + text
         else:
             text = "Thought: I now know the final answer\nFinal Answer: " + derive_answer(
                 self.model, msgs
@@ -131,6 +163,104 @@ def _as_messages(messages: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
     if isinstance(messages, str):
         return [{"role": "user", "content": messages}]
     return [dict(m) for m in messages]
+
+
+_SCHEMA_MARK = "according to the following OpenAPI schema:"
+
+
+def _schema_of(response_model: Any) -> dict[str, Any] | None:
+    if response_model is None:
+        return None
+    if isinstance(response_model, dict):
+        return response_model
+    schema = getattr(response_model, "model_json_schema", None)
+    return schema() if callable(schema) else None
+
+
+def _schema_in_prompt(messages: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The JSON Schema CrewAI puts in a structured task's prompt (its
+    ``formatted_task_instructions``), if the prompt carries one."""
+    for message in reversed(messages):
+        content = str(message.get("content", ""))
+        at = content.rfind(_SCHEMA_MARK)
+        if at < 0:
+            continue
+        try:
+            found, _ = json.JSONDecoder().raw_decode(content[at + len(_SCHEMA_MARK) :].lstrip())
+        except ValueError:
+            continue
+        if isinstance(found, dict):
+            inner = found.get("json_schema", {})
+            if isinstance(inner, dict) and isinstance(inner.get("schema"), dict):
+                return dict(inner["schema"])
+            return found
+    return None
+
+
+def instance_of_schema(schema: dict[str, Any], seed: str = "", *, _root: Any = None) -> Any:
+    """A value that validates against ``schema`` (objects, arrays, scalars, enums, refs).
+
+    Strings carry ``seed`` (the offline answer to the prompt), so different prompts give
+    different, still deterministic, structured answers.
+    """
+    root = schema if _root is None else _root
+    if "$ref" in schema:
+        name = str(schema["$ref"]).rsplit("/", 1)[-1]
+        target = root.get("$defs", root.get("definitions", {})).get(name, {})
+        return instance_of_schema(target, seed, _root=root)
+    if "const" in schema:
+        return schema["const"]
+    if schema.get("enum"):
+        return schema["enum"][0]
+    if "default" in schema and schema["default"] is not None:
+        return schema["default"]
+    for key in ("anyOf", "oneOf"):
+        options = [o for o in schema.get(key, []) if o.get("type") != "null"]
+        if options:
+            return instance_of_schema(options[0], seed, _root=root)
+    if schema.get("allOf"):
+        merged: dict[str, Any] = {}
+        for part in schema["allOf"]:
+            merged.update(part)
+        return instance_of_schema(merged, seed, _root=root)
+    kind = schema.get("type", "object" if "properties" in schema else "string")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "string")
+    if kind == "object":
+        props = schema.get("properties", {})
+        return {
+            name: instance_of_schema(sub, f"{name}: {seed}", _root=root)
+            for name, sub in props.items()
+        }
+    if kind == "array":
+        count = max(int(schema.get("minItems", 1)), 1)
+        return [instance_of_schema(schema.get("items", {}), seed, _root=root)] * count
+    if kind == "integer":
+        return int(schema.get("minimum", schema.get("exclusiveMinimum", 0) + 0) or 1)
+    if kind == "number":
+        return float(schema.get("minimum", 1.0))
+    if kind == "boolean":
+        return True
+    text = seed or "offline"
+    low, high = int(schema.get("minLength", 0)), schema.get("maxLength")
+    text = text.ljust(low, ".")
+    return text[: int(high)] if high is not None else text
+
+
+def _offline_plans(model: str, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """CrewAI's planner asks for one plan per task ("Task Number N - ..."): one each."""
+    prompt = "\n".join(str(m.get("content", "")) for m in messages)
+    found = re.findall(r"Task Number (\d+) - ([^\n]*)", prompt)
+    digest = hashlib.sha256(prompt.encode()).hexdigest()[:8]
+    return [
+        {
+            "task_number": int(number),
+            "task": text.strip()[:200],
+            "plan": f"\n\n[offline plan {digest}] Step 1: work on {text.strip()[:120]}. "
+            "Step 2: check the result against the expected output.",
+        }
+        for number, text in dict(found).items()
+    ] or [{"task_number": 1, "task": "task", "plan": f"[offline plan {digest}]"}]
 
 
 def derive_answer(model: str, messages: list[dict[str, Any]]) -> str:
@@ -303,6 +433,8 @@ def build_llm(spec: LLMSpec) -> BaseLLM:
             host = f"http://{host}"
         base_url = spec.base_url or f"{host}/v1"
         key = _key(spec, "OLLAMA_API_KEY", default="ollama")
+    elif provider in CREWAI_NATIVE:
+        return _crewai_native_llm(spec)
     elif provider == "compatible":
         base_url = spec.base_url or os.getenv("KASAL_LLM_BASE_URL")
         if not base_url:
@@ -337,6 +469,35 @@ def build_llm(spec: LLMSpec) -> BaseLLM:
         return _openai_completion_class()(**kwargs)
 
 
+def _crewai_native_llm(spec: LLMSpec) -> BaseLLM:
+    """Anthropic, Gemini, Azure, Bedrock: CrewAI's own ``LLM(...)`` routing and clients."""
+    from crewai import LLM
+
+    env = spec.api_key_env or CREWAI_NATIVE[spec.provider]
+    if not os.getenv(env):
+        raise ProviderAuthError(
+            f"no API key for {spec.model!r}: set {env} in the worker's environment"
+        )
+    kwargs: dict[str, Any] = {"model": spec.model, "timeout": spec.timeout}
+    if spec.api_key_env:
+        kwargs["api_key"] = os.getenv(spec.api_key_env)
+    if spec.base_url:
+        kwargs["base_url"] = spec.base_url
+    if spec.temperature is not None:
+        kwargs["temperature"] = spec.temperature
+    if spec.max_tokens is not None:
+        kwargs["max_tokens"] = spec.max_tokens
+    try:
+        with _build_lock:
+            return LLM(**kwargs)
+    except ImportError as exc:
+        raise UnknownModelError(
+            f"{spec.provider} models need CrewAI's {spec.provider} extra on the workers "
+            f"(pip install 'crewai[{spec.provider}]'): {exc}",
+            field="llm.model",
+        ) from exc
+
+
 def _default_key_env(provider: str) -> str:
     return {
         "openai": "OPENAI_API_KEY",
@@ -356,6 +517,9 @@ def missing_provider_key(spec: LLMSpec) -> str | None:
         return None if spec.base_url or os.getenv("KASAL_LLM_BASE_URL") else "KASAL_LLM_BASE_URL"
     if provider == "databricks" and not (spec.base_url or os.getenv("DATABRICKS_HOST")):
         return "DATABRICKS_HOST"
+    if provider in CREWAI_NATIVE:
+        env = spec.api_key_env or CREWAI_NATIVE[provider]
+        return None if os.getenv(env) else env
     if provider not in ("openai", "databricks"):
         return None  # offline and ollama need no key; unknown providers fail on their own
     env = spec.api_key_env or _default_key_env(provider)
@@ -388,7 +552,43 @@ def with_offline_fallback(spec: CrewSpec) -> tuple[CrewSpec, list[str]]:
         update["manager_agent"] = manager.model_copy(
             update={"llm": fallback(manager.name, manager.llm)}
         )
+    if spec.planning:
+        update["planning_llm"] = fallback(
+            "planner", spec.planning_llm or LLMSpec(model=DEFAULT_PLANNING_MODEL)
+        )
+    for index, agent in enumerate(agents):
+        if agent.function_calling_llm is not None:
+            agents[index] = agent.model_copy(
+                update={
+                    "function_calling_llm": fallback(
+                        f"{agent.name} (function_calling_llm)", agent.function_calling_llm
+                    )
+                }
+            )
     return spec.model_copy(update=update), notes
+
+
+def all_offline(spec: CrewSpec) -> CrewSpec:
+    """``KASAL_OFFLINE=1`` / ``kasal run --offline``: every agent, manager and planner on
+    the offline model of the same name (deterministic, no network)."""
+
+    def off(llm: LLMSpec | None) -> LLMSpec | None:
+        if llm is None or llm.provider == "offline":
+            return llm
+        return llm.model_copy(update={"model": f"offline/{llm.model.split('/', 1)[1]}"})
+
+    def agent(a: AgentSpec) -> AgentSpec:
+        return a.model_copy(
+            update={"llm": off(a.llm), "function_calling_llm": off(a.function_calling_llm)}
+        )
+
+    update: dict[str, Any] = {"agents": [agent(a) for a in spec.agents]}
+    update["manager_llm"] = off(spec.manager_llm)
+    if spec.manager_agent is not None:
+        update["manager_agent"] = agent(spec.manager_agent)
+    if spec.planning:
+        update["planning_llm"] = off(spec.planning_llm or LLMSpec(model=DEFAULT_PLANNING_MODEL))
+    return spec.model_copy(update=update)
 
 
 def offline_default_reason() -> str | None:

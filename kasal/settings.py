@@ -76,6 +76,12 @@ class Settings(BaseSettings):
     #: of failing. ``kasal dev`` turns it on for executions started through its API on the
     #: embedded default, as ``kasal run`` does; never on for a configured deployment.
     offline_fallback: bool = False
+    #: Run every agent, manager and planner on the offline model (deterministic, no
+    #: network): ``KASAL_OFFLINE=1`` or ``kasal run --offline``. Never implied.
+    offline: bool = False
+    #: CrewAI projects this process serves (``kasal worker --project DIR``, repeatable):
+    #: their crews run by name (``{"project": name}``), built from their own code.
+    projects: list[Path] = Field(default_factory=list)
 
     # -- API (issue 3) -------------------------------------------------------------------
     env: str = "dev"

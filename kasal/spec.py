@@ -18,8 +18,28 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from kasal.exceptions import InvalidSpecError
 
-#: Default model when an agent names none: the offline provider, which needs no network.
-DEFAULT_MODEL = "offline/default"
+#: Default model when an agent names none: CrewAI's default (``crewai.constants.
+#: DEFAULT_LLM_MODEL``), on OpenAI. The offline model runs only when asked for
+#: (``KASAL_OFFLINE=1``, ``kasal run --offline``) or by the embedded fallback, which says so.
+DEFAULT_MODEL = "openai/gpt-4.1-mini"
+#: CrewAI's planner model when a crew plans without ``planning_llm``
+#: (``crewai.utilities.planning_handler.CrewPlanner``).
+DEFAULT_PLANNING_MODEL = "openai/gpt-5.4-mini"
+#: CrewAI providers Kasal knows by their prefix; a model string without one is OpenAI's.
+KNOWN_PROVIDERS = (
+    "openai",
+    "anthropic",
+    "gemini",
+    "azure",
+    "bedrock",
+    "ollama",
+    "databricks",
+    "compatible",
+    "offline",
+)
+#: What a facade task without ``expected_output`` expects (CrewAI requires the field; the
+#: Kasal documentation's ``Task(description=..., agent=...)`` leaves it out).
+DEFAULT_EXPECTED_OUTPUT = "A complete, accurate answer to the task described above."
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,99}$")
 _PLACEHOLDER_RE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -29,6 +49,29 @@ Seconds = Annotated[float, Field(gt=0, le=7 * 24 * 3600)]
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+def _refuse(data: Any, refused: dict[str, str], kind: str) -> None:
+    """CrewAI fields Kasal cannot honour durably are refused, each with its reason."""
+    if not isinstance(data, dict):
+        return
+    for key, why in refused.items():
+        if key in data and data[key] not in (None, False, [], {}):
+            raise ValueError(f"{kind} field {key!r} is not supported by Kasal: {why}")
+
+
+def _merge_config(data: Any) -> Any:
+    """CrewAI's ``config``: a mapping of the object's own fields (agents.yaml / tasks.yaml
+    entries), explicit fields winning, as in CrewAI's ``process_config``."""
+    if isinstance(data, dict) and isinstance(data.get("config"), dict):
+        data = dict(data)
+        config = data.pop("config")
+        for key, value in config.items():
+            if data.get(key) is None:
+                data[key] = value
+    elif isinstance(data, dict) and "config" in data and data["config"] is None:
+        data = {k: v for k, v in data.items() if k != "config"}
+    return data
 
 
 class RetrySpec(_Strict):
@@ -86,14 +129,23 @@ class LLMSpec(_Strict):
     timeout: Seconds = 120.0
     options: dict[str, Any] = Field(default_factory=dict)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _accept_plain_string(cls, data: Any) -> Any:
+        return {"model": data} if isinstance(data, str) else data
+
     @field_validator("model")
     @classmethod
     def _model_has_provider(cls, value: str) -> str:
+        value = value.strip()
         provider, sep, name = value.partition("/")
-        if not sep or not provider or not name:
+        if not sep:
+            # As in CrewAI: a bare model name (``gpt-4o-mini``) is OpenAI's.
+            return f"openai/{value}" if value else value
+        if not provider or not name:
             raise ValueError(
-                f"model {value!r} must be '<provider>/<model>', e.g. 'openai/gpt-4o' "
-                "or 'offline/default'"
+                f"model {value!r} must be '<model>' (OpenAI) or '<provider>/<model>', e.g. "
+                "'gpt-4o-mini', 'anthropic/claude-3-5-sonnet-latest' or 'offline/default'"
             )
         return value
 
@@ -103,35 +155,128 @@ class LLMSpec(_Strict):
         return self.model.split("/", 1)[0]
 
 
+#: Agent fields of CrewAI that Kasal refuses, and why.
+AGENT_REFUSED: dict[str, str] = {
+    "step_callback": "a function cannot travel in a crew spec; give it to the facade's Crew "
+    "(step_callback) or keep it in a CrewAI project, whose code the workers run",
+    "callbacks": "deprecated in CrewAI; use the crew's step_callback",
+    "allow_code_execution": "CrewAI no longer ships a code interpreter; use a tool",
+    "code_execution_mode": "CrewAI no longer ships a code interpreter; use a tool",
+    "multimodal": "deprecated in CrewAI; pass files natively",
+    "agent_executor": "Kasal builds the executor for each task attempt",
+    "executor_class": "Kasal builds the executor for each task attempt",
+    "cache_handler": "a process-local cache does not survive a worker; tool results are "
+    "journaled instead",
+    "tools_handler": "Kasal observes tools itself (events and journal)",
+    "crew": "set by the crew",
+    "knowledge": "give knowledge_sources (issue #8) instead of a built Knowledge object",
+    "knowledge_storage": "storage belongs to the workers' configuration",
+    "apps": "CrewAI platform apps need the CrewAI platform",
+    "mcps": "MCP servers are not supported by Kasal workers yet",
+    "from_repository": "agents from the CrewAI repository need the CrewAI platform",
+    "guardrail": "put the guardrail on the task (Task.guardrail)",
+    "use_better_compaction": "not supported yet",
+    "checkpoint": "Temporal and the journal are Kasal's checkpoints",
+}
+
+#: Task fields of CrewAI that Kasal refuses, and why.
+TASK_REFUSED: dict[str, str] = {
+    "callback": "a function cannot travel in a crew spec; give it to the facade's Task or "
+    "keep it in a CrewAI project, whose code the workers run",
+    "converter_cls": "a class cannot travel in a crew spec; use output_json/output_pydantic",
+    "response_model": "use output_pydantic (a JSON Schema in a data spec)",
+    "input_files": "files travel through the files directory (KASAL_FILES_DIR) and tools",
+    "guardrails": "give one guardrail (a text rule, checked by an LLM)",
+    "output": "set by the run",
+    "security_config": "not supported yet",
+}
+
+#: Crew fields of CrewAI that Kasal refuses, and why.
+CREW_REFUSED: dict[str, str] = {
+    "step_callback": "a function cannot travel in a crew spec; give it to the facade's Crew "
+    "or keep it in a CrewAI project",
+    "task_callback": "a function cannot travel in a crew spec; give it to the facade's Crew "
+    "or keep it in a CrewAI project",
+    "before_kickoff_callbacks": "a function cannot travel in a crew spec; use a CrewAI "
+    "project (@before_kickoff runs where the crew is built)",
+    "after_kickoff_callbacks": "a function cannot travel in a crew spec; use a CrewAI project",
+    "function_calling_llm": "give function_calling_llm per agent",
+    "share_crew": "Kasal sends nothing to CrewAI's servers",
+    "stream": "follow the execution's event stream (WebSocket, `kasal run`) instead",
+    "prompt_file": "not supported yet",
+    "output_log_file": "every event is in the execution's trace (GET .../trace)",
+    "chat_llm": "CrewAI's chat mode is interactive; Kasal executions are not",
+    "checkpoint": "Temporal and the journal are Kasal's checkpoints",
+    "tracing": "use Kasal's trace and the Temporal Web UI",
+    "skills": "not supported yet",
+    "security_config": "not supported yet",
+}
+
+
 class AgentSpec(_Strict):
-    """An agent: who does the work, with which LLM and tools (by name)."""
+    """An agent, with CrewAI's field names and defaults (``crewai.Agent``).
+
+    ``llm`` names a model (no provider prefix means OpenAI; none at all means CrewAI's
+    default model). ``config`` is a mapping of these fields (an agents.yaml entry).
+    """
 
     name: str
     role: str = Field(min_length=1)
     goal: str = Field(min_length=1)
     backstory: str = ""
     llm: LLMSpec = Field(default_factory=LLMSpec)
+    #: The model that makes tool calls, if not ``llm`` (CrewAI's ``function_calling_llm``).
+    function_calling_llm: LLMSpec | None = None
     tools: list[str] = Field(default_factory=list)
-    max_iter: int = Field(default=15, ge=1, le=200)
+    max_iter: int = Field(default=25, ge=1, le=500)
+    #: Delegation among the crew's agents; each delegation's calls are journaled.
     allow_delegation: bool = False
+    #: Requests per minute this agent makes (per task attempt, on its worker).
+    max_rpm: int | None = Field(default=None, gt=0)
+    #: Seconds one attempt of a task may take; past it: TaskTimeoutError (retried).
+    max_execution_time: int | None = Field(default=None, gt=0)
+    #: Retries of a failing task: Temporal's attempts are ``max_retry_limit + 1`` unless the
+    #: task sets ``retry``. Unset: CrewAI's 2, which is the crew's ``retry`` (3 attempts).
+    max_retry_limit: int | None = Field(default=None, ge=0, le=99)
+    respect_context_window: bool = True
+    inject_date: bool = False
+    date_format: str = "%Y-%m-%d"
+    reasoning: bool = False
+    max_reasoning_attempts: int | None = Field(default=None, ge=1)
+    system_template: str | None = None
+    prompt_template: str | None = None
+    response_template: str | None = None
+    use_system_prompt: bool = True
+    verbose: bool = False
+    cache: bool = True
+    max_tokens: int | None = Field(default=None, gt=0)
 
     @model_validator(mode="before")
     @classmethod
     def _accept_model_shorthand(cls, data: Any) -> Any:
         # ``model: openai/gpt-4o`` is shorthand for ``llm: {model: openai/gpt-4o}``, as in
         # CrewAI, where an agent's ``llm`` is usually just a model string.
+        data = _merge_config(data)
+        _refuse(data, AGENT_REFUSED, "agent")
         if isinstance(data, dict):
             data = dict(data)
             model = data.pop("model", None)
             llm = data.get("llm")
             if isinstance(llm, str):
                 data["llm"] = {"model": llm}
+            if llm is None:
+                data.pop("llm", None)
             if model is not None:
                 data.setdefault("llm", {})
                 if isinstance(data["llm"], dict):
                     data["llm"] = {**data["llm"], "model": model}
+            if isinstance(data.get("function_calling_llm"), str):
+                data["function_calling_llm"] = {"model": data["function_calling_llm"]}
             if "name" not in data and isinstance(data.get("role"), str):
                 data["name"] = slug(data["role"])
+            for key in ("role", "goal", "backstory"):
+                if isinstance(data.get(key), str):
+                    data[key] = data[key].strip()
         return data
 
     @field_validator("name")
@@ -140,16 +285,21 @@ class AgentSpec(_Strict):
         return _check_name(value)
 
 
+JsonSchema = dict[str, Any]
+
+
 class TaskSpec(_Strict):
-    """A task: what to do, which agent does it, what it sees, how it is retried and bounded.
+    """A task, with CrewAI's field names and defaults (``crewai.Task``).
 
     ``context`` names the tasks whose outputs this task sees; when it is not given, CrewAI's
-    rules apply (see :meth:`CrewSpec.context_for`).
+    rules apply (see :meth:`CrewSpec.context_for`). ``output_json`` / ``output_pydantic``
+    are JSON Schemas here (a Pydantic class in code, which the facade turns into its
+    schema). ``guardrail`` is a text rule an LLM checks (a function in code).
     """
 
     name: str
     description: str = Field(min_length=1)
-    expected_output: str = Field(min_length=1)
+    expected_output: str = Field(default=DEFAULT_EXPECTED_OUTPUT, min_length=1)
     agent: str
     context: list[str] | None = None
     async_execution: bool = False
@@ -159,8 +309,63 @@ class TaskSpec(_Strict):
     #: What happens when that wait times out: take the output as approved, or fail.
     human_input_timeout_outcome: Literal["approve", "fail"] = "approve"
     tools: list[str] = Field(default_factory=list)
+    output_json: JsonSchema | None = None
+    output_pydantic: JsonSchema | None = None
+    #: Written under the files directory (KASAL_FILES_DIR); never outside it.
+    output_file: str | None = Field(default=None, max_length=500)
+    create_directory: bool = True
+    markdown: bool = False
+    #: A text rule checked by an LLM after each answer; a failing answer is redone.
+    guardrail: str | None = Field(default=None, max_length=20_000)
+    #: A function given to the facade (registered in its process), by its registry key.
+    guardrail_callable: str | None = None
+    #: A function the facade registered to run after the task (CrewAI's ``callback``).
+    callback_callable: str | None = None
+    guardrail_max_retries: int = Field(default=3, ge=0, le=50)
     retry: RetrySpec | None = None
     timeout: TimeoutSpec | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _crewai_shapes(cls, data: Any) -> Any:
+        data = _merge_config(data)
+        _refuse(data, TASK_REFUSED, "task")
+        if isinstance(data, dict):
+            data = dict(data)
+            if "max_retries" in data:  # CrewAI's deprecated name
+                retries = data.pop("max_retries")
+                if retries is not None:
+                    data.setdefault("guardrail_max_retries", retries)
+            for key in ("description", "expected_output"):
+                if isinstance(data.get(key), str):
+                    data[key] = data[key].strip()
+        return data
+
+    @model_validator(mode="after")
+    def _one_output_format(self) -> TaskSpec:
+        if self.output_json is not None and self.output_pydantic is not None:
+            raise ValueError("give output_json or output_pydantic, not both (as in CrewAI)")
+        for key in ("output_json", "output_pydantic"):
+            schema = getattr(self, key)
+            if schema is not None and schema.get("type", "object") != "object":
+                raise ValueError(f"{key} must be a JSON Schema of an object")
+        if self.output_file is not None:
+            path = Path(self.output_file)
+            if path.is_absolute() or ".." in path.parts:
+                raise ValueError(
+                    f"output_file {self.output_file!r} must be a relative path without '..': "
+                    "outputs are written under the files directory (KASAL_FILES_DIR)"
+                )
+        return self
+
+    @property
+    def output_format(self) -> str:
+        """CrewAI's ``OutputFormat`` value of this task: ``json``, ``pydantic`` or ``raw``."""
+        if self.output_json is not None:
+            return "json"
+        if self.output_pydantic is not None:
+            return "pydantic"
+        return "raw"
 
     @field_validator("name")
     @classmethod
@@ -184,6 +389,39 @@ class CrewSpec(_Strict):
     manager_agent: AgentSpec | None = None
     #: Bound on a hierarchical task's manager decisions: a manager that never answers fails.
     manager_max_steps: int = Field(default=10, ge=1, le=100)
+    #: CrewAI's planning: one plan made first (its own activity), given to every task.
+    planning: bool = False
+    planning_llm: LLMSpec | None = None
+    #: Requests per minute for agents that set none (CrewAI's crew-wide ``max_rpm``).
+    max_rpm: int | None = Field(default=None, gt=0)
+    verbose: bool = False
+    cache: bool = True
+    #: A code crew: the registered CrewAI project whose code the workers run.
+    project: str | None = Field(default=None, max_length=200)
+    #: Facade callables registered in its process (CrewAI's step/task callbacks).
+    step_callback_callable: str | None = None
+    task_callback_callable: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _crewai_shapes(cls, data: Any) -> Any:
+        data = _merge_config(data)
+        _refuse(data, CREW_REFUSED, "crew")
+        if isinstance(data, dict):
+            data = dict(data)
+            process = data.get("process")
+            if process is not None and not isinstance(process, str):
+                data["process"] = getattr(process, "value", process)  # crewai.Process
+            for key in ("manager_llm", "planning_llm"):
+                if isinstance(data.get(key), str):
+                    data[key] = {"model": data[key]}
+            # CrewAI's own layout: agents and tasks as mappings keyed by name.
+            for key in ("agents", "tasks"):
+                if isinstance(data.get(key), dict):
+                    data[key] = [
+                        {"name": name, **(entry or {})} for name, entry in data[key].items()
+                    ]
+        return data
 
     @model_validator(mode="after")
     def _references_resolve(self) -> CrewSpec:
@@ -209,7 +447,31 @@ class CrewSpec(_Strict):
             seen.add(task.name)
         if self.process == "hierarchical" and not (self.manager_llm or self.manager_agent):
             raise ValueError("a hierarchical crew needs manager_llm or manager_agent")
+        if self.process == "hierarchical":
+            for index, task in enumerate(self.tasks):
+                refused = ("output_json", "output_pydantic", "output_file", "guardrail")
+                for key in (*refused, "guardrail_callable"):
+                    if getattr(task, key) is not None:
+                        raise ValueError(
+                            f"tasks[{index}] ({task.name!r}): {key.removesuffix('_callable')} "
+                            "is not supported with the hierarchical process yet (the "
+                            "manager's final answer is not converted or checked); use a "
+                            "sequential crew"
+                        )
         return self
+
+    def retry_for_agent(self, task: TaskSpec) -> RetrySpec:
+        """The task's retry policy: its own, else the agent's ``max_retry_limit`` when set,
+        else the crew's (``max_retry_limit`` 2, CrewAI's default, is the crew's 3 attempts)."""
+        if task.retry is not None:
+            return task.retry
+        try:
+            agent = self.agent(task.agent)
+        except KeyError:
+            return self.retry
+        if agent.max_retry_limit is not None:
+            return self.retry.model_copy(update={"maximum_attempts": agent.max_retry_limit + 1})
+        return self.retry
 
     # -- behaviour derived from the data -------------------------------------------------
 
@@ -221,8 +483,8 @@ class CrewSpec(_Strict):
         raise KeyError(name)
 
     def retry_for(self, task: TaskSpec) -> RetrySpec:
-        """The task's retry policy, or the crew's default."""
-        return task.retry or self.retry
+        """The task's retry policy, or the agent's ``max_retry_limit``, or the crew's."""
+        return self.retry_for_agent(task)
 
     def timeout_for(self, task: TaskSpec) -> TimeoutSpec:
         """The task's timeouts, or the crew's default."""
@@ -249,7 +511,7 @@ class CrewSpec(_Strict):
         texts = [a.role for a in self.agents] + [a.goal for a in self.agents]
         texts += [a.backstory for a in self.agents]
         for task in self.tasks:
-            texts += [task.description, task.expected_output]
+            texts += [task.description, task.expected_output, task.output_file or ""]
         for text in texts:
             found.update(_PLACEHOLDER_RE.findall(text))
         return found
@@ -281,6 +543,8 @@ class CrewSpec(_Strict):
         for task in data["tasks"]:
             task["description"] = fill(task["description"])
             task["expected_output"] = fill(task["expected_output"])
+            if task["output_file"]:
+                task["output_file"] = fill(task["output_file"])
         data["inputs"] = values
         return CrewSpec.model_validate(data)
 

@@ -23,12 +23,15 @@ from temporalio.exceptions import ActivityError, ApplicationError, CancelledErro
 with workflow.unsafe.imports_passed_through():
     from activities.models import (
         MANAGER_STEP,
+        PLAN_CREW,
         RECORD_EXECUTION,
         RUN_TASK,
         STASH_OUTPUTS,
         DelegationRecord,
         ManagerDecision,
         ManagerStepInput,
+        PlanCrewInput,
+        PlanCrewResult,
         RecordExecutionInput,
         RunTaskInput,
         RunTaskResult,
@@ -113,6 +116,8 @@ class CrewWorkflow:
         self._llm_calls: dict[str, int] = {}
         #: Resets seen in the history and not marked in the trace yet.
         self._resets_pending = 0
+        #: The crew's plan per task (``planning``), made once per execution.
+        self._plans: dict[str, str] | None = None
         status = ExecutionStatus(
             execution_id=data.execution_id,
             crew_name=data.spec.name,
@@ -132,6 +137,7 @@ class CrewWorkflow:
             self._outputs = dict(resume.outputs)
             self._runs = dict(resume.runs)
             self._generation = resume.generation + 1
+            self._plans = dict(resume.plans) if resume.plans is not None else None
         self._book = ExecutionBook(
             status,
             events,
@@ -179,6 +185,8 @@ class CrewWorkflow:
                 self._reuse_seeded(spec, data.seed)
         outputs = self._outputs
         try:
+            if spec.planning and self._plans is None:
+                await self._plan(data.execution_id, spec)
             pending: list[asyncio.Task[None]] = []
             done_this_run = 0
             for index, task in enumerate(spec.tasks):
@@ -222,6 +230,7 @@ class CrewWorkflow:
             output_ref=outputs[last].ref,
             tasks=[outputs[t.name] for t in spec.tasks],
             token_usage=self._status.token_usage,
+            json_dict=outputs[last].json_dict,
         )
         self._emit(
             EventType.EXECUTION_COMPLETED,
@@ -294,6 +303,32 @@ class CrewWorkflow:
             self._flush_resets()
             self._show_details()
 
+    async def _plan(self, execution_id: str, spec: CrewSpec) -> None:
+        """CrewAI's planning, once, as its own activity: each task gets its plan."""
+        first = spec.tasks[0]
+        self._emit(EventType.PLANNING_STARTED, data={"tasks": len(spec.tasks)})
+        try:
+            result: PlanCrewResult = await self._call(
+                spec,
+                first,
+                PLAN_CREW,
+                PlanCrewInput(execution_id=execution_id, spec=spec),
+                PlanCrewResult,
+                activity_id="planning",
+                summary=f"Planner: plan {len(spec.tasks)} tasks",
+            )
+        except TaskFailed as exc:
+            # The first task cannot start without the plan: it fails, saying why.
+            raise TaskFailed(exc.task, f"planning failed: {exc.message}", exc.error_type) from None
+        self._plans = dict(result.plans)
+        self._emit(
+            EventType.PLANNING_COMPLETED,
+            data={
+                "plans": {k: v[:SUMMARY_CHARS] for k, v in self._plans.items()},
+                "token_usage": result.token_usage.model_dump(),
+            },
+        )
+
     def _cancel_unfinished(self) -> None:
         """Every task that did not finish is cancelled (the execution is over)."""
         self._book.cancel_unfinished(workflow.now())
@@ -321,6 +356,7 @@ class CrewWorkflow:
                 runs=self._runs,
                 stream=stream_state,
                 generation=self._generation,
+                plans=self._plans,
             )
             return [data.model_copy(update={"resume": resume})]
 
@@ -404,6 +440,7 @@ class CrewWorkflow:
             usage = usage + result.token_usage
             status.output_summary = result.raw[:SUMMARY_CHARS]
             status.token_usage = usage
+            status.json_dict = result.json_dict
             if not task.human_input:
                 break
             verdict = await self._ask_human(task, result.raw)
@@ -420,6 +457,9 @@ class CrewWorkflow:
             token_usage=usage,
             ref=result.ref,
             size=result.size,
+            json_dict=result.json_dict,
+            output_format=result.output_format,
+            output_file=result.output_file,
         )
         self._emit(
             EventType.TASK_COMPLETED,
@@ -447,18 +487,21 @@ class CrewWorkflow:
         run = self._runs.get(task.name, 0) + 1
         self._runs[task.name] = run
         agent = spec.agent(task.agent)
+        # An agent that may delegate works with its coworkers: they travel with the task.
+        agents = [a.name for a in spec.agents] if agent.allow_delegation else [task.agent]
         return await self._call(
             spec,
             task,
             RUN_TASK,
             RunTaskInput(
                 execution_id=execution_id,
-                spec=_slim(spec, task, [task.agent]),
+                spec=_slim(spec, task, agents),
                 task=task.name,
                 context=context,
                 context_refs=context_refs or {},
                 feedback=feedback,
                 previous_output=previous,
+                plan=(self._plans or {}).get(task.name),
             ),
             RunTaskResult,
             activity_id=task.name if run == 1 else f"{task.name}#{run}",

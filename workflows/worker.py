@@ -69,8 +69,34 @@ async def prepare_database(settings: Settings) -> None:
             await publish_worker_tools(engine, settings.task_queue, registered_tools())
         except Exception as exc:
             log.error("could not publish this worker's tools (%s): the API may refuse them", exc)
+        if settings.projects:
+            await publish_projects(engine, settings)
     finally:
         await engine.dispose()
+
+
+async def publish_projects(engine: Any, settings: Settings) -> None:
+    """Publish the CrewAI projects this worker serves, as spec data the API can start."""
+    from kasal.catalog import worker_identity
+    from kasal.db.engine import session_factory
+    from kasal.db.projects import ProjectRepository
+    from kasal.project import load_project
+
+    for path in settings.projects:
+        try:
+            project = load_project(path)
+            spec = project.to_spec()
+            inputs = project.default_inputs()
+            async with session_factory(engine)() as session, session.begin():
+                await ProjectRepository(session).publish(
+                    project.name,
+                    settings.task_queue,
+                    worker_identity(),
+                    spec.model_dump(mode="json"),
+                    inputs,
+                )
+        except Exception as exc:
+            log.error("could not publish CrewAI project %s (%s)", path, exc)
 
 
 def build_worker(
@@ -96,6 +122,11 @@ def build_worker(
 
     settings = settings or get_settings()
     load_tool_modules(settings.tool_modules)
+    if settings.projects:
+        from kasal.project import load_project
+
+        for path in settings.projects:
+            load_project(path)  # their crews are built from their code, per task
     signing.configure(settings.resolved_worker_secret())
     journal = journal or JournalStore(sessions)
     activities = CrewActivities(journal, executor=executor, blobs=BlobStore(sessions))
@@ -107,6 +138,7 @@ def build_worker(
         activities=[
             activities.run_task,
             activities.manager_step,
+            activities.plan_crew,
             activities.stash_outputs,
             persistence.record_execution,
         ],

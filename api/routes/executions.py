@@ -8,6 +8,7 @@ record activity). Callers cannot tell which.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from typing import Annotated, Any
@@ -95,8 +96,12 @@ async def start(
         spec=body.spec,
         inputs=body.inputs,
         idempotency_key=idempotency_key,
+        project=body.project,
     )
-    spec = await resolve_spec(session, request)
+    spec = await resolve_spec(session, request, task_queue=state.settings.task_queue)
+    if body.project is not None and not body.inputs:
+        # The project's own main.py inputs, as `crewai run` (and `kasal run DIR`) use them.
+        request = dataclasses.replace(request, inputs=dict(spec.inputs))
     options = WorkflowOptions(
         task_queue=state.settings.task_queue,
         search_attributes=state.temporal.search_attributes,
@@ -281,6 +286,7 @@ def _result_out(
         execution_id=execution_id,
         status=status_value,
         output=result.output if result else None,
+        json=result.json_dict if result else None,
         tasks=result.tasks if result else [],
         token_usage=usage,
         error=error,

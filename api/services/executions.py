@@ -46,6 +46,8 @@ class StartRequest:
     spec: dict[str, Any] | None
     inputs: dict[str, Any]
     idempotency_key: str | None = None
+    #: A CrewAI project the workers serve, by name.
+    project: str | None = None
 
 
 @dataclass(frozen=True)
@@ -83,18 +85,29 @@ def temporal_error(exc: RPCError) -> TemporalUnavailableError:
     return TemporalUnavailableError(f"Temporal did not answer: {exc.status.name.lower()}")
 
 
-async def resolve_spec(session: AsyncSession, request: StartRequest) -> CrewSpec:
-    """The validated spec to run: the stored crew's (404 if not the owner's) or the inline one.
+async def resolve_spec(
+    session: AsyncSession, request: StartRequest, *, task_queue: str | None = None
+) -> CrewSpec:
+    """The validated spec to run: the stored crew's (404 if not the owner's), the inline
+    one, or a CrewAI project's as its workers published it (404 if none serves it).
 
     Placeholders are checked against the inputs here, so a missing input is an error
-    before anything is written.
+    before anything is written. A project started without inputs gets those of its
+    ``main.py`` (``spec.inputs``).
     """
     if request.crew_id is not None:
         crew = await CrewRepository(session).get(request.crew_id, request.owner_id)
         spec = CrewSpec.from_data(crew.spec)
+    elif request.project is not None:
+        from kasal.db.projects import ProjectRepository
+
+        row = await ProjectRepository(session).get(request.project, task_queue or "")
+        spec = CrewSpec.from_data(row.spec)
+        if not request.inputs:
+            spec = spec.model_copy(update={"inputs": dict(row.default_inputs)})
     else:
         spec = CrewSpec.from_data(request.spec)
-    spec.interpolated(request.inputs)
+    spec.interpolated(request.inputs or spec.inputs)
     return spec
 
 

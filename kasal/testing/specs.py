@@ -11,7 +11,9 @@ def crew(
     tasks: list[dict[str, Any]], agents: list[dict[str, Any]] | None = None, **extra: Any
 ) -> CrewSpec:
     """A crew spec; agents default to one offline analyst called ``analyst``."""
-    agents = agents or [{"name": "analyst", "role": "Analyst", "goal": "Analyse things"}]
+    agents = agents or [
+        {"name": "analyst", "role": "Analyst", "goal": "Analyse things", "llm": "offline/default"}
+    ]
     default_agent = agents[0]["name"]
     return CrewSpec.from_data(
         {

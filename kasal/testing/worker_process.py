@@ -21,7 +21,9 @@ class WorkerProcess:
     share a parent share it, as they would share PostgreSQL in production.
     """
 
-    def __init__(self, address: str, task_queue: str, data_dir: Path, **env: str) -> None:
+    def __init__(
+        self, address: str, task_queue: str, data_dir: Path, *args: str, **env: str
+    ) -> None:
         self.env = {
             **os.environ,
             "KASAL_TEMPORAL_ADDRESS": address,
@@ -30,6 +32,8 @@ class WorkerProcess:
             "KASAL_DATABASE_URL": f"sqlite+aiosqlite:///{data_dir.parent / 'app.db'}",
             **env,
         }
+        #: Extra arguments of ``kasal worker`` (``--project DIR``).
+        self.args = list(args)
         self.process: subprocess.Popen[str] | None = None
         self.output: list[str] = []
         self._ready = threading.Event()
@@ -38,7 +42,7 @@ class WorkerProcess:
         """Start and wait until the worker polls its task queue."""
         self._ready.clear()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "cli.main", "worker"],
+            [sys.executable, "-m", "cli.main", "worker", *self.args],
             env=self.env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,

@@ -45,8 +45,10 @@ def test_the_facade_builds_one_spec():
     assert [t.name for t in spec.tasks] == ["task_1", "task_2", "task_3"]
     assert spec.tasks[2].context == ["task_1"] and spec.tasks[1].context is None
     assert spec.placeholders() == {"product"}
+    # As in CrewAI, a model with no provider is OpenAI's.
+    assert Agent(role="X", goal="Y", model="gpt-4o").spec.llm.model == "openai/gpt-4o"
     with pytest.raises(InvalidSpecError, match="provider"):
-        Agent(role="X", goal="Y", model="gpt-4o")
+        Agent(role="X", goal="Y", model="/gpt-4o")
 
 
 async def test_kickoff_runs_the_crew_durably(settings, worker):
