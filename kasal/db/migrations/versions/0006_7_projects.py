@@ -1,7 +1,7 @@
 """worker_projects: the CrewAI projects workers serve, published at worker start
 
-Revision ID: 0005_7
-Revises: 0004
+Revision ID: 0006_7
+Revises: 0005_13
 Create Date: 2026-11-26
 """
 
@@ -10,8 +10,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0005_7"
-down_revision: str | None = "0004"
+revision: str = "0006_7"
+down_revision: str | None = "0005_13"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
