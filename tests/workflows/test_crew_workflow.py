@@ -386,7 +386,7 @@ async def test_trace_needs_no_argument_and_summaries_are_one_line(
     from temporalio.api.enums.v1 import EventType as HistoryEventType
     from temporalio.contrib.pydantic import pydantic_data_converter
 
-    analyst = {"name": "analyst", "role": "Senior\nAnalyst\n", "goal": "g"}
+    analyst = {"name": "analyst", "role": "Senior\nAnalyst\n", "goal": "g", "llm": "offline/a"}
     handle = await start(
         temporal_client, task_queue, crew([{"name": "t", "description": "Once"}], [analyst])
     )
