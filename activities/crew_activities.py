@@ -13,8 +13,9 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.crewai_runtime import build_crewai_task, describe_context, prepare_crewai
-from activities.journal import ObservedLLM, TaskObserver, run_observed
+from activities.journal import ObservedLLM, TaskObserver, as_application_error, run_observed
 from activities.manager import manager_messages, manager_spec, parse_manager_decision
+from activities.memory import TaskMemory
 from activities.models import (
     MANAGER_STEP,
     RUN_TASK,
@@ -28,8 +29,9 @@ from activities.models import (
 )
 from kasal.blobs import INLINE_LIMIT, PREVIEW_CHARS, BlobStore
 from kasal.db.journal import JournalStore
-from kasal.exceptions import InvalidSpecError
+from kasal.exceptions import InvalidSpecError, KasalError
 from kasal.llm import CallContext, OfflineLLM, build_llm
+from kasal.memory import MemoryStore
 from kasal.settings import disable_crewai_telemetry
 
 
@@ -41,6 +43,7 @@ class CrewActivities:
         journal: JournalStore,
         executor: concurrent.futures.ThreadPoolExecutor | None = None,
         blobs: BlobStore | None = None,
+        memory: MemoryStore | None = None,
     ) -> None:
         #: Where attempts journal the calls they paid for.
         self._journal = journal
@@ -48,6 +51,8 @@ class CrewActivities:
         self._executor = executor
         #: Where outputs too large for workflow history go (None: they stay inline).
         self._blobs = blobs
+        #: Crews' memory and knowledge (None: crews that use them cannot run here).
+        self._memory = memory
         disable_crewai_telemetry()
         prepare_crewai()
 
@@ -82,9 +87,25 @@ class CrewActivities:
             for name, ref in data.context_refs.items():
                 context[name] = await self._blobs.get(ref)
 
+        memory = None
+        if self._memory is not None:
+            try:
+                memory = await TaskMemory.prepare(
+                    self._memory, data.spec, agent_spec, crew_id=data.crew_id, owner=data.owner
+                )
+            except KasalError as exc:
+                raise as_application_error(exc) from None
+
         def work(observer: TaskObserver, attempt: int) -> str:
+            spec_for_task = task_spec
+            if memory is not None:
+                query = "\n".join([task_spec.description, *context.values()])
+                if extra := memory.recall(observer, query):
+                    spec_for_task = task_spec.model_copy(
+                        update={"description": task_spec.description + extra}
+                    )
             agent, task, tools = build_crewai_task(
-                task_spec,
+                spec_for_task,
                 agent_spec,
                 observer,
                 CallContext(attempt=attempt),
@@ -99,6 +120,14 @@ class CrewActivities:
         raw, observer, attempt = await run_observed(
             self._journal, self._executor, data.task, agent_spec.name, work
         )
+        if memory is not None:
+            await memory.remember(
+                execution_id=data.execution_id,
+                step=activity.info().activity_id,
+                task=task_spec,
+                agent=agent_spec,
+                output=raw,
+            )
         ref = size = None
         if self._blobs is not None and len(raw) > INLINE_LIMIT:
             ref, size = await self._blobs.put(raw), len(raw)

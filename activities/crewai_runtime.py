@@ -47,7 +47,10 @@ def build_crewai_task(
     llm = ObservedLLM.wrap(inner, observer)
     tools = [
         ObservedTool.wrap(tool, observer)
-        for tool in resolve_tools(list(dict.fromkeys(agent_spec.tools + task_spec.tools)))
+        for tool in resolve_tools(
+            list(dict.fromkeys(agent_spec.tools + task_spec.tools)),
+            {**agent_spec.tool_args, **task_spec.tool_args},
+        )
     ]
     agent = Agent(
         role=agent_spec.role,

@@ -520,6 +520,11 @@ class TaskObserver(LLMObserver):
             future.cancel()
             raise JournalUnavailable(f"the journal could not be reached: {exc}") from exc
 
+    def wait_for(self, coro: Awaitable[T]) -> T:
+        """Run ``coro`` on the activity's event loop from CrewAI's thread and wait for it
+        (a failure fails the attempt, which Temporal retries)."""
+        return self._run(coro)
+
     def before_call(self, messages: list[dict[str, Any]]) -> str | None:
         self.check()
         digest = prompt_hash(messages)

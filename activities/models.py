@@ -35,6 +35,9 @@ class RunTaskInput(BaseModel):
     #: Human feedback on a previous output of this task (re-run with it).
     feedback: str | None = None
     previous_output: str | None = None
+    #: Whose memory and knowledge the task uses (the crew's id, else its name; the owner).
+    crew_id: str | None = None
+    owner: str | None = None
 
 
 class RunTaskResult(BaseModel):

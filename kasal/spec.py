@@ -103,6 +103,59 @@ class LLMSpec(_Strict):
         return self.model.split("/", 1)[0]
 
 
+class KnowledgeSourceSpec(_Strict):
+    """A knowledge source (CrewAI's ``knowledge_sources``): a string, or a file under the
+    workers' files directory (text, Markdown, PDF, CSV or JSON, by extension)."""
+
+    content: str | None = Field(default=None, max_length=1_000_000)
+    path: str | None = Field(default=None, max_length=500)
+    #: Free-form labels stored with the chunks (CrewAI's ``metadata``).
+    metadata: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _accept_shorthand(cls, data: Any) -> Any:
+        # ``"some text"`` is a string source; ``{"file": "x.md"}`` / ``{"file_paths": [..]}``
+        # are spelled as in CrewAI's sources.
+        if isinstance(data, str):
+            return {"content": data}
+        if isinstance(data, dict):
+            data = dict(data)
+            data.pop("type", None)
+            if "file" in data:
+                data["path"] = data.pop("file")
+        return data
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> KnowledgeSourceSpec:
+        if (self.content is None) == (self.path is None):
+            raise ValueError("a knowledge source has either content or path")
+        if self.path is not None and (self.path.startswith("/") or ".." in Path(self.path).parts):
+            raise ValueError("a knowledge file path is relative to the files directory")
+        return self
+
+
+def _split_tool_args(data: Any) -> Any:
+    """``tools: [{name: X, args: {...}}]`` becomes ``tools: [X]`` and ``tool_args: {X: {...}}``,
+    so ``tools`` stays a list of names everywhere else."""
+    if not isinstance(data, dict) or not isinstance(data.get("tools"), list):
+        return data
+    data = dict(data)
+    names: list[Any] = []
+    args = dict(data.get("tool_args") or {})
+    for entry in data["tools"]:
+        if isinstance(entry, dict) and "name" in entry:
+            names.append(entry["name"])
+            if entry.get("args"):
+                args[entry["name"]] = entry["args"]
+        else:
+            names.append(entry)
+    data["tools"] = names
+    if args:
+        data["tool_args"] = args
+    return data
+
+
 class AgentSpec(_Strict):
     """An agent: who does the work, with which LLM and tools (by name)."""
 
@@ -112,8 +165,16 @@ class AgentSpec(_Strict):
     backstory: str = ""
     llm: LLMSpec = Field(default_factory=LLMSpec)
     tools: list[str] = Field(default_factory=list)
+    #: Arguments of tools built from ``crewai_tools`` classes, by tool name.
+    tool_args: dict[str, dict[str, Any]] = Field(default_factory=dict)
     max_iter: int = Field(default=15, ge=1, le=200)
     allow_delegation: bool = False
+    knowledge_sources: list[KnowledgeSourceSpec] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _accept_tool_args(cls, data: Any) -> Any:
+        return _split_tool_args(data)
 
     @model_validator(mode="before")
     @classmethod
@@ -159,8 +220,14 @@ class TaskSpec(_Strict):
     #: What happens when that wait times out: take the output as approved, or fail.
     human_input_timeout_outcome: Literal["approve", "fail"] = "approve"
     tools: list[str] = Field(default_factory=list)
+    tool_args: dict[str, dict[str, Any]] = Field(default_factory=dict)
     retry: RetrySpec | None = None
     timeout: TimeoutSpec | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _accept_tool_args(cls, data: Any) -> Any:
+        return _split_tool_args(data)
 
     @field_validator("name")
     @classmethod
@@ -184,6 +251,25 @@ class CrewSpec(_Strict):
     manager_agent: AgentSpec | None = None
     #: Bound on a hierarchical task's manager decisions: a manager that never answers fails.
     manager_max_steps: int = Field(default=10, ge=1, le=100)
+    #: CrewAI's ``memory=True``: tasks recall what earlier tasks and runs of this crew (for
+    #: this owner) produced, and what they produce is remembered (see README "Memory").
+    memory: bool = False
+    #: The embedding model of memory and knowledge, named like an LLM (``openai/...``,
+    #: ``ollama/...``, ``compatible/...``, ``offline/...``); None: the worker's default.
+    embedder: LLMSpec | None = None
+    knowledge_sources: list[KnowledgeSourceSpec] = Field(default_factory=list)
+
+    @field_validator("embedder", mode="before")
+    @classmethod
+    def _accept_embedder_shorthand(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return {"model": value}
+        # CrewAI's form: {"provider": "openai", "config": {"model": "text-embedding-3-small"}}
+        if isinstance(value, dict) and "provider" in value:
+            config = dict(value.get("config") or {})
+            model = config.pop("model", None) or config.pop("model_name", None) or "default"
+            return {"model": f"{value['provider']}/{model}", **config}
+        return value
 
     @model_validator(mode="after")
     def _references_resolve(self) -> CrewSpec:

@@ -91,13 +91,16 @@ def build_worker(
     from activities.persistence import PersistenceActivities
     from kasal import signing
     from kasal.blobs import BlobStore
+    from kasal.memory import MemoryStore
     from kasal.tools import load_tool_modules
 
     settings = settings or get_settings()
     load_tool_modules(settings.tool_modules)
     signing.configure(settings.resolved_worker_secret())
     journal = journal or JournalStore(sessions)
-    activities = CrewActivities(journal, executor=executor, blobs=BlobStore(sessions))
+    activities = CrewActivities(
+        journal, executor=executor, blobs=BlobStore(sessions), memory=MemoryStore(sessions)
+    )
     persistence = PersistenceActivities(sessions, journal)
     return Worker(
         client,
