@@ -81,11 +81,26 @@ def readable_paths() -> list[str]:
     return sorted(p for p in paths if os.path.exists(p))
 
 
-def run_python(code: str, limits: SandboxLimits | None = None) -> SandboxResult:
+_probed: dict[str, SandboxResult] = {}
+
+
+def probe(python: str = "") -> SandboxResult:
+    """Which isolation this worker can give code (asked once per interpreter and process)."""
+    if python not in _probed:
+        _probed[python] = run_python(
+            "", SandboxLimits(wall_seconds=10, require_isolation=False, python=python), probe=True
+        )
+    return _probed[python]
+
+
+def run_python(
+    code: str, limits: SandboxLimits | None = None, *, probe: bool = False
+) -> SandboxResult:
     """Run ``code`` in the sandbox and return its output and how it ended."""
     limits = limits or SandboxLimits()
     workdir = tempfile.mkdtemp(prefix="kasal-code-")
     spec = {
+        "probe": probe,
         "memory_bytes": limits.memory_bytes,
         "cpu_seconds": limits.cpu_seconds,
         "file_bytes": limits.file_bytes,

@@ -25,7 +25,7 @@ import httpx
 from crewai.tools import BaseTool
 from pydantic import BaseModel, Field
 
-from kasal.sandbox import SandboxLimits, run_python
+from kasal.sandbox import SandboxLimits, probe, run_python
 from kasal.settings import Settings, get_settings
 from kasal.tools import confined_path, register_tool
 
@@ -397,6 +397,18 @@ class CodeExecutionTool(ConfigurableTool):
         "prints. No network, no files outside its own temporary directory. Input: code."
     )
     args_schema: type[BaseModel] = _CodeArgs
+
+    @classmethod
+    def configuration_problem(cls, settings: Settings) -> str | None:
+        if not settings.code_execution_require_isolation:
+            return None
+        found = probe(settings.code_execution_python)
+        if found.network_isolated and found.landlock:
+            return None
+        return (
+            "this worker cannot isolate code (a network namespace and Landlock are needed; "
+            "KASAL_CODE_EXECUTION_REQUIRE_ISOLATION=false runs it with limits only)"
+        )
 
     def _run(self, code: str) -> str:
         settings = get_settings()

@@ -54,7 +54,8 @@ async def prepare_database(settings: Settings) -> None:
     from kasal.catalog import publish_worker_tools
     from kasal.db.engine import create_engine
     from kasal.db.migrate import migrate
-    from kasal.tools import load_tool_modules, registered_tools
+    from kasal.tool_catalog import available_tools, describe_tools, publish_descriptions
+    from kasal.tools import load_tool_modules
 
     engine = create_engine(settings.resolved_database_url(), pooled=False)
     try:
@@ -65,7 +66,11 @@ async def prepare_database(settings: Settings) -> None:
             return
         try:
             load_tool_modules(settings.tool_modules)  # what build_worker loads, loaded first
-            await publish_worker_tools(engine, settings.task_queue, registered_tools())
+            # Only the tools that work here (configured, reachable) are published as runnable;
+            # every known tool is described, with why it does not work if it does not.
+            described = describe_tools(settings)
+            await publish_worker_tools(engine, settings.task_queue, available_tools(described))
+            await publish_descriptions(engine, described)
         except Exception as exc:
             log.error("could not publish this worker's tools (%s): the API may refuse them", exc)
     finally:
