@@ -102,6 +102,10 @@ class Settings(BaseSettings):
     #: ``{"url": "http://host/mcp", "headers": {...}}`` (streamable HTTP).
     mcp_servers: dict[str, dict[str, Any]] = Field(default_factory=dict)
     mcp_timeout: float = Field(default=30.0, gt=0)
+    #: ``crewai_tools`` classes data specs may name (with arguments), e.g.
+    #: ``["ScrapeWebsiteTool"]``; ``["*"]`` for all. Empty by default: some of them read
+    #: any file or run code on the worker, so the operator chooses.
+    crewai_tools: list[str] = Field(default_factory=list)
     #: The embedder of crews that name none (memory and knowledge).
     embedder: str = "offline/default"
 

@@ -58,10 +58,20 @@ def load_tool_modules(modules: list[str]) -> None:
         importlib.import_module(module)
 
 
+def crewai_tool_allowed(name: str) -> bool:
+    """True if the operator lets specs use ``crewai_tools.<name>`` (KASAL_CREWAI_TOOLS)."""
+    allowed = get_settings().crewai_tools
+    return "*" in allowed or name in allowed
+
+
 def crewai_tool_class(name: str) -> type[BaseTool] | None:
     """The ``crewai_tools`` tool class called ``name`` (None if there is none, or
-    ``crewai_tools`` is not installed: ``pip install 'kasal[tools]'``)."""
-    if not name[:1].isupper():
+    ``crewai_tools`` is not installed: ``pip install 'kasal[tools]'``).
+
+    ``crewai_tools`` is imported only when the operator enabled some of its tools: the
+    import takes seconds.
+    """
+    if not name[:1].isupper() or not get_settings().crewai_tools:
         return None
     try:
         import crewai_tools
@@ -74,12 +84,16 @@ def crewai_tool_class(name: str) -> type[BaseTool] | None:
 
 
 def crewai_tool_names() -> list[str]:
-    """Class names of every ``crewai_tools`` tool installed on this worker."""
+    """Class names of the ``crewai_tools`` tools installed here that specs may use."""
+    if not get_settings().crewai_tools:
+        return []
     try:
         import crewai_tools
     except ImportError:
         return []
-    return sorted(n for n in dir(crewai_tools) if crewai_tool_class(n) is not None)
+    return sorted(
+        n for n in dir(crewai_tools) if crewai_tool_allowed(n) and crewai_tool_class(n) is not None
+    )
 
 
 def resolve_tools(
@@ -96,12 +110,20 @@ def resolve_tools(
     unknown = [
         n
         for n in names
-        if n not in _REGISTRY and crewai_tool_class(n) is None and not mcp.is_mcp_name(n)
+        if n not in _REGISTRY
+        and not mcp.is_mcp_name(n)
+        and not (crewai_tool_allowed(n) and crewai_tool_class(n) is not None)
     ]
     if unknown:
+        hint = ""
+        if any(n[:1].isupper() for n in unknown):
+            hint = (
+                "; a crewai_tools class is usable once the operator enables it "
+                "(KASAL_CREWAI_TOOLS) and crewai-tools is installed (kasal[tools])"
+            )
         raise UnknownToolError(
             f"unknown tool(s): {', '.join(unknown)}; registered: "
-            f"{', '.join(registered_tools()) or 'none'}",
+            f"{', '.join(registered_tools()) or 'none'}{hint}",
             field="tools",
         )
     tools: list[BaseTool] = []
