@@ -17,15 +17,17 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from sqlalchemy import delete, func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from kasal.db.models import MemoryRecord
-from kasal.embedders import cosine
 
 #: How many of a scope's newest records the plain-SQL path compares per search.
-SCAN_LIMIT = 5000
+SCAN_LIMIT = 20_000
+#: How many embeddings one process keeps in memory for the plain-SQL path.
+VECTOR_CACHE = 200_000
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,8 @@ class MemoryStore:
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self.sessions = sessions
         self._pgvector: bool | None = None
+        #: Normalised embeddings (and knowledge source) by record id: records never change.
+        self._vectors: dict[str, tuple[Any, str | None]] = {}
 
     async def _has_pgvector(self, session: AsyncSession) -> bool:
         if self._pgvector is None:
@@ -167,16 +171,58 @@ class MemoryStore:
                 )
                 hits = [_hit(r, scores[r.id]) for r in records]
             else:
-                records = await session.scalars(
-                    scoped.order_by(MemoryRecord.created_at.desc()).limit(SCAN_LIMIT)
-                )
-                hits = [
-                    _hit(r, cosine(embedding, r.embedding))
-                    for r in records
-                    if sources is None or r.meta.get("source") in sources
-                ]
+                hits = await self._scan(session, scoped, embedding, limit, sources)
         hits.sort(key=lambda h: h.score, reverse=True)
         return hits[:limit]
+
+    async def _scan(
+        self,
+        session: AsyncSession,
+        scoped: Any,
+        embedding: list[float],
+        limit: int,
+        sources: set[str] | None,
+    ) -> list[Hit]:
+        """The plain-SQL path: the scope's newest record ids from SQL, their embeddings
+        from this process's cache (records never change; only new ones are read), one
+        matrix product, then the best records' contents."""
+        ids = list(
+            await session.scalars(
+                scoped.with_only_columns(MemoryRecord.id)
+                .order_by(MemoryRecord.created_at.desc())
+                .limit(SCAN_LIMIT)
+            )
+        )
+        missing = [i for i in ids if i not in self._vectors]
+        for start in range(0, len(missing), 500):
+            rows = await session.execute(
+                select(MemoryRecord.id, MemoryRecord.embedding, MemoryRecord.meta).where(
+                    MemoryRecord.id.in_(missing[start : start + 500])
+                )
+            )
+            for row in rows:
+                vector = np.asarray(row.embedding, dtype=np.float32)
+                norm = float(np.linalg.norm(vector)) or 1.0
+                self._remember_vector(row.id, vector / norm, (row.meta or {}).get("source"))
+        candidates = [i for i in ids if sources is None or self._vectors[i][1] in sources]
+        if not candidates:
+            return []
+        matrix = np.stack([self._vectors[i][0] for i in candidates])
+        query = np.asarray(embedding, dtype=np.float32)
+        if matrix.shape[1] != query.shape[0]:
+            return []
+        scores = matrix @ (query / (float(np.linalg.norm(query)) or 1.0))
+        best = np.argsort(-scores)[:limit]
+        chosen = {candidates[int(b)]: float(scores[int(b)]) for b in best}
+        records = await session.scalars(
+            select(MemoryRecord).where(MemoryRecord.id.in_(list(chosen)))
+        )
+        return [_hit(r, chosen[r.id]) for r in records]
+
+    def _remember_vector(self, record_id: str, vector: Any, source: str | None) -> None:
+        if len(self._vectors) >= VECTOR_CACHE:
+            self._vectors.clear()  # crude but bounded: the next searches read them again
+        self._vectors[record_id] = (vector, source)
 
     async def list(
         self, scope: MemoryScope, *, kind: str | None = None, limit: int = 50, offset: int = 0

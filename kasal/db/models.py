@@ -215,7 +215,7 @@ class MemoryRecord(Base):
     __tablename__ = "memory_records"
     __table_args__ = (
         UniqueConstraint("crew_key", "owner", "write_key", name="uq_memory_records_write"),
-        Index("ix_memory_records_scope", "crew_key", "owner", "kind"),
+        Index("ix_memory_records_scope", "crew_key", "owner", "kind", "created_at"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)

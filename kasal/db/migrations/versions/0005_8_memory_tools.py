@@ -36,7 +36,10 @@ def upgrade() -> None:
         sa.UniqueConstraint("crew_key", "owner", "write_key", name="uq_memory_records_write"),
     )
     op.create_index(
-        "ix_memory_records_scope", "memory_records", ["crew_key", "owner", "kind"], unique=False
+        "ix_memory_records_scope",
+        "memory_records",
+        ["crew_key", "owner", "kind", "created_at"],
+        unique=False,
     )
     op.create_table(
         "tool_descriptions",
