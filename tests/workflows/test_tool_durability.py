@@ -13,10 +13,15 @@ from tests.helpers import crew, stub_agent
 async def test_killed_after_code_execution_does_not_run_the_code_again(
     temporal_server, temporal_client, task_queue, llm_stub, tmp_path
 ):
-    # The interpreter the sandbox starts counts its runs: one line per execution.
+    # The interpreter the sandbox starts counts its runs: one line per execution (the
+    # isolation probe each worker makes at start is not one).
     runs = tmp_path / "runs.log"
     python = tmp_path / "counting-python"
-    python.write_text(f'#!/bin/sh\necho run >> "{runs}"\nexec "{sys.executable}" "$@"\n')
+    python.write_text(
+        "#!/bin/sh\n"
+        f"""case "$*" in *'"probe": true'*) ;; *) echo run >> "{runs}" ;; esac\n"""
+        f'exec "{sys.executable}" "$@"\n'
+    )
     python.chmod(0o755)
     # Call 1 asks for code_execution; call 2 (after the code ran) hangs until the kill.
     llm_stub.behaviours["coder"] = ModelBehaviour(
