@@ -113,5 +113,8 @@ def chunk_text(text: str, size: int = CHUNK_CHARS, overlap: int = OVERLAP_CHARS)
             chunks.append(chunk)
         if end >= len(text):
             break
-        start = max(end - overlap, start + 1)
+        # The overlap starts at a word, not in the middle of one.
+        following = max(end - overlap, start + 1)
+        space = text.find(" ", following, end)
+        start = space + 1 if space != -1 else following
     return chunks
