@@ -19,8 +19,9 @@ from activities.crewai_runtime import (
     execute_task,
     prepare_crewai,
 )
-from activities.journal import ObservedLLM, TaskObserver, run_observed
+from activities.journal import ObservedLLM, TaskObserver, as_application_error, run_observed
 from activities.manager import manager_messages, manager_spec, parse_manager_decision
+from activities.memory import TaskMemory
 from activities.models import (
     MANAGER_STEP,
     PLAN_CREW,
@@ -39,8 +40,9 @@ from activities.planning import PLANNER_KEY, make_plan
 from kasal.blobs import INLINE_LIMIT, PREVIEW_CHARS, BlobStore
 from kasal.callables import resolve_callable
 from kasal.db.journal import JournalStore
-from kasal.exceptions import InvalidSpecError
+from kasal.exceptions import InvalidSpecError, KasalError
 from kasal.llm import CallContext, OfflineLLM, build_llm
+from kasal.memory import MemoryStore
 from kasal.settings import disable_crewai_telemetry
 
 
@@ -52,6 +54,7 @@ class CrewActivities:
         journal: JournalStore,
         executor: concurrent.futures.ThreadPoolExecutor | None = None,
         blobs: BlobStore | None = None,
+        memory: MemoryStore | None = None,
     ) -> None:
         #: Where attempts journal the calls they paid for.
         self._journal = journal
@@ -59,6 +62,8 @@ class CrewActivities:
         self._executor = executor
         #: Where outputs too large for workflow history go (None: they stay inline).
         self._blobs = blobs
+        #: Crews' memory and knowledge (None: crews that use them cannot run here).
+        self._memory = memory
         disable_crewai_telemetry()
         prepare_crewai()
 
@@ -95,9 +100,25 @@ class CrewActivities:
 
         runs: list[TaskRun] = []
 
+        memory = None
+        if self._memory is not None:
+            try:
+                memory = await TaskMemory.prepare(
+                    self._memory, data.spec, agent_spec, crew_id=data.crew_id, owner=data.owner
+                )
+            except KasalError as exc:
+                raise as_application_error(exc) from None
+
         def work(observer: TaskObserver, attempt: int) -> str:
+            spec_for_task = task_spec
+            if memory is not None:
+                query = "\n".join([task_spec.description, *context.values()])
+                if extra := memory.recall(observer, query):
+                    spec_for_task = task_spec.model_copy(
+                        update={"description": task_spec.description + extra}
+                    )
             built = build_task(
-                task_spec,
+                spec_for_task,
                 agent_spec,
                 observer,
                 CallContext(attempt=attempt),
@@ -116,6 +137,14 @@ class CrewActivities:
         done = await run_observed(self._journal, self._executor, data.task, agent_spec.name, work)
         raw, observer = done.raw, done.observer
         run = runs[-1] if runs else TaskRun(raw=raw, json_dict=None, output_format="raw")
+        if memory is not None:
+            await memory.remember(
+                execution_id=data.execution_id,
+                step=activity.info().activity_id,
+                task=task_spec,
+                agent=agent_spec,
+                output=raw,
+            )
         ref: str | None = None
         size: int | None = None
         if self._blobs is not None and len(raw) > INLINE_LIMIT:

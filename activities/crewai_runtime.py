@@ -133,7 +133,10 @@ def _data_agent(
 ) -> tuple[Any, list[Any]]:
     from crewai import Agent
 
-    tools = [ObservedTool.wrap(tool, observer) for tool in resolve_tools(agent_spec.tools)]
+    tools = [
+        ObservedTool.wrap(tool, observer)
+        for tool in resolve_tools(agent_spec.tools, agent_spec.tool_args)
+    ]
     kwargs = _agent_kwargs(agent_spec, spec)
     if agent_spec.function_calling_llm is not None:
         kwargs["function_calling_llm"] = observed_llm(
@@ -206,7 +209,10 @@ def build_task(
     if spec is not None and spec.step_callback_callable:
         step_callback = resolve_callable(spec.step_callback_callable, "step_callback")
     agent, tools = _data_agent(agent_spec, spec, observer, context, step_callback)
-    task_tools = [ObservedTool.wrap(t, observer) for t in resolve_tools(task_spec.tools)]
+    task_tools = [
+        ObservedTool.wrap(t, observer)
+        for t in resolve_tools(task_spec.tools, {**agent_spec.tool_args, **task_spec.tool_args})
+    ]
     tools = _unique(tools + task_tools)
     if agent_spec.allow_delegation and spec is not None:
         coworkers = [

@@ -165,6 +165,13 @@ class LLMObserver:
     def on_tool(self, data: dict[str, Any]) -> None:
         """Called after each tool use."""
 
+    def before_tool(self, name: str, arguments: Any) -> str | None:
+        """Called before a journaled tool runs; return its journaled result to replay it."""
+        return None
+
+    def after_tool(self, result: str) -> None:
+        """Called after a journaled tool ran (not when it was replayed): journal ``result``."""
+
 
 def call_abandonable(observer: LLMObserver, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
     """``fn(*args, **kw)`` in a daemon thread of its own, abandoned the moment the observer's
@@ -295,8 +302,28 @@ class ObservedLLM(BaseLLM):
     call._crewai_rate_limit_wrapped = True  # type: ignore[attr-defined]
 
 
+def tool_digest(name: str, arguments: Any) -> str:
+    """A stable digest of a tool call: the tool's name and its arguments."""
+    canonical = json.dumps({"tool": name, "arguments": arguments}, sort_keys=True, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def is_idempotent(tool: BaseTool) -> bool:
+    """True if ``tool`` says running it twice does no harm (``idempotent = True``).
+
+    Idempotent tools run again on a retried attempt; every other tool's finished result is
+    journaled and replayed, so a crash never runs its effect twice.
+    """
+    return bool(getattr(tool, "idempotent", False))
+
+
 class ObservedTool(BaseTool):
-    """A tool wrapper that reports each use (name, input, output, duration)."""
+    """A tool wrapper that journals each use and reports it (name, input, output, duration).
+
+    A tool that is not idempotent has its result journaled before CrewAI sees it, exactly
+    like an LLM response: a retried attempt that reaches the same call with the same
+    arguments gets the journaled result back and the tool does not run again.
+    """
 
     _inner: BaseTool = PrivateAttr()
     _observer: LLMObserver = PrivateAttr(default_factory=LLMObserver)
@@ -314,13 +341,29 @@ class ObservedTool(BaseTool):
         tool._observer = observer
         return tool
 
+    @property
+    def inner(self) -> BaseTool:
+        """The tool observed."""
+        return self._inner
+
     def _run(self, *args: Any, **kwargs: Any) -> Any:
         self._observer.check()
         started = time.perf_counter()
         error: str | None = None
         output: Any = None
+        replayed = False
+        arguments = kwargs or list(args)
+        journaled = not is_idempotent(self._inner)
         try:
+            if journaled:
+                previous = self._observer.before_tool(self.name, arguments)
+                if previous is not None:
+                    replayed = True
+                    output = previous
+                    return output
             output = self._inner.run(*args, **kwargs)
+            if journaled:
+                self._observer.after_tool(str(output))
             return output
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
@@ -329,10 +372,11 @@ class ObservedTool(BaseTool):
             self._observer.on_tool(
                 {
                     "tool": self.name,
-                    "input": kwargs or list(args),
+                    "input": arguments,
                     "output": None if output is None else str(output)[:500],
                     "error": error,
                     "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                    "replayed": replayed,
                 }
             )
 
@@ -488,6 +532,11 @@ class TaskObserver(LLMObserver):
         self.stopped: concurrent.futures.Future[None] = concurrent.futures.Future()
         self.calls = 0
         self.replayed = 0
+        #: Position in the journal: LLM calls and journaled tool calls, in the order made.
+        self.position = 0
+        #: Tool calls run by this attempt, and tool calls replayed from the journal.
+        self.tool_runs = 0
+        self.tool_replays = 0
         self.usage = TokenUsage()
         #: The newer attempt that superseded this one, once known.
         self.superseded_by: int | None = None
@@ -530,18 +579,28 @@ class TaskObserver(LLMObserver):
             future.cancel()
             raise JournalUnavailable(f"the journal could not be reached: {exc}") from exc
 
+    def wait_for(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` on the activity's event loop from CrewAI's thread and wait for it
+        (a failure fails the attempt, which Temporal retries)."""
+        return self._run(coro)
+
     def before_call(self, messages: list[dict[str, Any]]) -> str | None:
         self.check()
         digest = prompt_hash(messages)
         self._pending_hash = digest
-        if self.calls < len(self.journal):
-            entry = self.journal[self.calls]
-            if entry.kind == "llm" and entry.prompt_hash == digest:
+        return self._replay_or_claim("llm", digest)
+
+    def _replay_or_claim(self, kind: str, digest: str) -> str | None:
+        """The journaled result at this position if it is the same call, else None (and
+        the call is this attempt's to make)."""
+        if self.position < len(self.journal):
+            entry = self.journal[self.position]
+            if entry.kind == kind and entry.prompt_hash == digest:
                 return entry.response
-        # Past the journal (or the prompts changed): everything after is paid for again,
+        # Past the journal (or the calls changed): everything after is paid for again,
         # unless a newer attempt already runs, which would pay for it too. (Asked at most
         # once a second: the attempt's own watch asks every few seconds anyway.)
-        del self.journal[self.calls :]
+        del self.journal[self.position :]
         if time.monotonic() - self._fresh_at > FRESH_FOR:
             newest = self._run(self.store.newest_attempt(self.key))
             if newest > self.key.attempt:
@@ -550,17 +609,38 @@ class TaskObserver(LLMObserver):
             self._fresh_at = time.monotonic()
         return None
 
+    def before_tool(self, name: str, arguments: Any) -> str | None:
+        self.check()
+        digest = tool_digest(name, arguments)
+        self._pending_hash = digest
+        previous = self._replay_or_claim("tool", digest)
+        if previous is not None:
+            self.position += 1
+            self.tool_replays += 1
+        return previous
+
+    def after_tool(self, result: str) -> None:
+        # The effect happened: durable before CrewAI goes on, so no retry runs it again.
+        entry = JournalRecord(
+            seq=self.position, kind="tool", prompt_hash=self._pending_hash, response=result
+        )
+        self._run(self.store.append(self.key, entry))
+        self.journal.append(entry)
+        self.position += 1
+        self.tool_runs += 1
+
     def after_call(self, record: LLMCallRecord, messages: list[dict[str, Any]]) -> None:
         # A cancellation that arrived while the provider answered: the answer is dropped.
         self.check()
-        seq = self.calls
+        seq = self.position
+        self.position += 1
         self.calls += 1
         data: dict[str, Any] = {
             "model": record.model,
             "prompt_tokens": record.prompt_tokens,
             "completion_tokens": record.completion_tokens,
             "latency_ms": round(record.latency_ms, 2),
-            "call": seq + 1,
+            "call": self.calls,
             "replayed": record.replayed,
         }
         if record.replayed:

@@ -37,6 +37,9 @@ class RunTaskInput(BaseModel):
     previous_output: str | None = None
     #: The crew's plan for this task (``planning``), appended to its description.
     plan: str | None = None
+    #: Whose memory and knowledge the task uses (the crew's id, else its name; the owner).
+    crew_id: str | None = None
+    owner: str | None = None
 
 
 class RunTaskResult(BaseModel):

@@ -20,7 +20,7 @@ from api.errors import install_error_handlers
 from api.guards import BodySizeLimitMiddleware, RateLimiter
 from api.openapi import install_openapi
 from api.relay import Relay
-from api.routes import auth, crews, executions, health, projects, traces, ws
+from api.routes import auth, crews, executions, health, memory, projects, tools, traces, ws
 from api.schemas import ErrorOut
 from api.security import check_settings
 from api.temporal import TemporalConnection
@@ -98,7 +98,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             expose_headers=["Retry-After"],
             max_age=600,
         )
-    for module in (auth, crews, executions, traces, projects):
+    for module in (auth, crews, executions, traces, projects, tools, memory):
         app.include_router(module.router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
     app.include_router(ws.router, prefix=API_PREFIX)
     app.include_router(health.router)

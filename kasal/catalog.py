@@ -37,8 +37,17 @@ PROVIDERS: tuple[str, ...] = (
     "azure",
     "bedrock",
 )
-#: Tools every worker has without KASAL_TOOL_MODULES (``kasal.tools``' own registrations).
-BUILTIN_TOOLS: tuple[str, ...] = ("calculator", "file_read")
+#: Tools every worker has without KASAL_TOOL_MODULES or configuration (``kasal.tools``' own
+#: registrations).
+BUILTIN_TOOLS: tuple[str, ...] = (
+    "calculator",
+    "code_execution",
+    "file_read",
+    "file_write",
+    "scrape_website",
+)
+#: Built-in tools that work only once an operator configures them (README "Tools").
+CONFIGURABLE_TOOLS: tuple[str, ...] = ("database_query", "web_search")
 
 #: Where a catalog's tool list came from, for error messages that explain a refusal.
 SOURCE_LIVE = "the catalogs of the workers polling the task queue"
@@ -87,6 +96,14 @@ class Catalog:
         """A catalog of these tools and the standard providers."""
         return cls(tools=frozenset(tools), base_urls=tuple(base_urls), source=source)
 
+    def has_tool(self, name: str) -> bool:
+        """True if a worker resolves ``name`` (``mcp:<server>/*`` stands for every tool of
+        an MCP server that did not answer when its worker started)."""
+        if name in self.tools:
+            return True
+        server = name.rpartition("/")[0]
+        return name.startswith("mcp:") and f"{server}/*" in self.tools
+
     def allows_base_url(self, url: str) -> bool:
         """True if a spec may send requests (and a key) to ``url`` (as ``Settings`` decides)."""
         return any(url.startswith(prefix) for prefix in self.base_urls)
@@ -124,15 +141,20 @@ def check_spec(spec: CrewSpec, catalog: Catalog) -> list[Problem]:
 
 def _check_tools(path: str, names: list[str], catalog: Catalog) -> list[Problem]:
     known = ", ".join(sorted(catalog.tools)) or "none"
-    return [
-        Problem(
-            f"{path}.{j}",
-            "unknown_tool",
-            f"unknown tool {name!r}: not in {catalog.source}; known tools: {known}",
-        )
-        for j, name in enumerate(names)
-        if name not in catalog.tools
-    ]
+    problems = []
+    for j, name in enumerate(names):
+        if catalog.has_tool(name):
+            continue
+        if name in CONFIGURABLE_TOOLS:
+            message = (
+                f"tool {name!r} is not configured on the workers: not in {catalog.source} "
+                f"(GET /api/v1/tools says what it needs); known tools: {known}"
+            )
+            problems.append(Problem(f"{path}.{j}", "unknown_tool", message))
+            continue
+        message = f"unknown tool {name!r}: not in {catalog.source}; known tools: {known}"
+        problems.append(Problem(f"{path}.{j}", "unknown_tool", message))
+    return problems
 
 
 def _check_llm(path: str, llm: LLMSpec, catalog: Catalog) -> list[Problem]:

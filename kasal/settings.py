@@ -6,6 +6,7 @@ import getpass
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -82,6 +83,39 @@ class Settings(BaseSettings):
     #: CrewAI projects this process serves (``kasal worker --project DIR``, repeatable):
     #: their crews run by name (``{"project": name}``), built from their own code.
     projects: list[Path] = Field(default_factory=list)
+
+    # -- built-in tools, memory and knowledge (issue 8; see README "Tools") -------------
+    #: ``web_search``: ``serper``, ``tavily`` or ``brave``, its key, and (tests, proxies)
+    #: the endpoint to use instead of the provider's own.
+    web_search_provider: str = ""
+    web_search_api_key: SecretStr | None = None
+    web_search_url: str = ""
+    #: ``scrape_website``: hosts (names or addresses) it may fetch although they are
+    #: private, loopback or link-local; size and time bounds of one fetch.
+    scrape_allowed_hosts: list[str] = Field(default_factory=list)
+    scrape_max_bytes: int = Field(default=2_000_000, gt=0)
+    scrape_timeout: float = Field(default=15.0, gt=0)
+    #: ``database_query``: databases it may read, name -> SQLAlchemy-style URL
+    #: (``postgresql://...`` or ``sqlite:///path``); never the app database.
+    query_databases: dict[str, str] = Field(default_factory=dict)
+    query_timeout: float = Field(default=10.0, gt=0)
+    query_max_rows: int = Field(default=200, gt=0)
+    #: ``code_execution``: the interpreter, and the bounds of one run.
+    code_execution_python: str = ""
+    code_execution_require_isolation: bool = True
+    code_execution_timeout: float = Field(default=10.0, gt=0)
+    code_execution_memory_mb: int = Field(default=256, gt=16)
+    code_execution_output_bytes: int = Field(default=64_000, gt=0)
+    #: MCP tool servers, name -> ``{"command": [...], "env": {...}}`` (stdio) or
+    #: ``{"url": "http://host/mcp", "headers": {...}}`` (streamable HTTP).
+    mcp_servers: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    mcp_timeout: float = Field(default=30.0, gt=0)
+    #: ``crewai_tools`` classes data specs may name (with arguments), e.g.
+    #: ``["ScrapeWebsiteTool"]``; ``["*"]`` for all. Empty by default: some of them read
+    #: any file or run code on the worker, so the operator chooses.
+    crewai_tools: list[str] = Field(default_factory=list)
+    #: The embedder of crews that name none (memory and knowledge).
+    embedder: str = "offline/default"
 
     # -- API (issue 3) -------------------------------------------------------------------
     env: str = "dev"

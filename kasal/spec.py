@@ -213,6 +213,59 @@ CREW_REFUSED: dict[str, str] = {
 }
 
 
+class KnowledgeSourceSpec(_Strict):
+    """A knowledge source (CrewAI's ``knowledge_sources``): a string, or a file under the
+    workers' files directory (text, Markdown, PDF, CSV or JSON, by extension)."""
+
+    content: str | None = Field(default=None, max_length=1_000_000)
+    path: str | None = Field(default=None, max_length=500)
+    #: Free-form labels stored with the chunks (CrewAI's ``metadata``).
+    metadata: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _accept_shorthand(cls, data: Any) -> Any:
+        # ``"some text"`` is a string source; ``{"file": "x.md"}`` / ``{"file_paths": [..]}``
+        # are spelled as in CrewAI's sources.
+        if isinstance(data, str):
+            return {"content": data}
+        if isinstance(data, dict):
+            data = dict(data)
+            data.pop("type", None)
+            if "file" in data:
+                data["path"] = data.pop("file")
+        return data
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> KnowledgeSourceSpec:
+        if (self.content is None) == (self.path is None):
+            raise ValueError("a knowledge source has either content or path")
+        if self.path is not None and (self.path.startswith("/") or ".." in Path(self.path).parts):
+            raise ValueError("a knowledge file path is relative to the files directory")
+        return self
+
+
+def _split_tool_args(data: Any) -> Any:
+    """``tools: [{name: X, args: {...}}]`` becomes ``tools: [X]`` and ``tool_args: {X: {...}}``,
+    so ``tools`` stays a list of names everywhere else."""
+    if not isinstance(data, dict) or not isinstance(data.get("tools"), list):
+        return data
+    data = dict(data)
+    names: list[Any] = []
+    args = dict(data.get("tool_args") or {})
+    for entry in data["tools"]:
+        if isinstance(entry, dict) and "name" in entry:
+            names.append(entry["name"])
+            if entry.get("args"):
+                args[entry["name"]] = entry["args"]
+        else:
+            names.append(entry)
+    data["tools"] = names
+    if args:
+        data["tool_args"] = args
+    return data
+
+
 class AgentSpec(_Strict):
     """An agent, with CrewAI's field names and defaults (``crewai.Agent``).
 
@@ -250,6 +303,9 @@ class AgentSpec(_Strict):
     verbose: bool = False
     cache: bool = True
     max_tokens: int | None = Field(default=None, gt=0)
+    #: Arguments of tools built from ``crewai_tools`` classes, by tool name.
+    tool_args: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    knowledge_sources: list[KnowledgeSourceSpec] = Field(default_factory=list)
 
     @model_validator(mode="before")
     @classmethod
@@ -258,6 +314,7 @@ class AgentSpec(_Strict):
         # CrewAI, where an agent's ``llm`` is usually just a model string.
         data = _merge_config(data)
         _refuse(data, AGENT_REFUSED, "agent")
+        data = _split_tool_args(data)
         if isinstance(data, dict):
             data = dict(data)
             model = data.pop("model", None)
@@ -322,6 +379,8 @@ class TaskSpec(_Strict):
     #: A function the facade registered to run after the task (CrewAI's ``callback``).
     callback_callable: str | None = None
     guardrail_max_retries: int = Field(default=3, ge=0, le=50)
+    #: Arguments of tools built from ``crewai_tools`` classes, by tool name.
+    tool_args: dict[str, dict[str, Any]] = Field(default_factory=dict)
     retry: RetrySpec | None = None
     timeout: TimeoutSpec | None = None
 
@@ -330,6 +389,7 @@ class TaskSpec(_Strict):
     def _crewai_shapes(cls, data: Any) -> Any:
         data = _merge_config(data)
         _refuse(data, TASK_REFUSED, "task")
+        data = _split_tool_args(data)
         if isinstance(data, dict):
             data = dict(data)
             if "max_retries" in data:  # CrewAI's deprecated name
@@ -422,6 +482,26 @@ class CrewSpec(_Strict):
                         {"name": name, **(entry or {})} for name, entry in data[key].items()
                     ]
         return data
+
+    #: CrewAI's ``memory=True``: tasks recall what earlier tasks and runs of this crew (for
+    #: this owner) produced, and what they produce is remembered (see README "Memory").
+    memory: bool = False
+    #: The embedding model of memory and knowledge, named like an LLM (``openai/...``,
+    #: ``ollama/...``, ``compatible/...``, ``offline/...``); None: the worker's default.
+    embedder: LLMSpec | None = None
+    knowledge_sources: list[KnowledgeSourceSpec] = Field(default_factory=list)
+
+    @field_validator("embedder", mode="before")
+    @classmethod
+    def _accept_embedder_shorthand(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return {"model": value}
+        # CrewAI's form: {"provider": "openai", "config": {"model": "text-embedding-3-small"}}
+        if isinstance(value, dict) and "provider" in value:
+            config = dict(value.get("config") or {})
+            model = config.pop("model", None) or config.pop("model_name", None) or "default"
+            return {"model": f"{value['provider']}/{model}", **config}
+        return value
 
     @model_validator(mode="after")
     def _references_resolve(self) -> CrewSpec:

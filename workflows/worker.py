@@ -55,7 +55,8 @@ async def prepare_database(settings: Settings) -> None:
     from kasal.catalog import publish_worker_tools
     from kasal.db.engine import create_engine
     from kasal.db.migrate import migrate
-    from kasal.tools import load_tool_modules, registered_tools
+    from kasal.tool_catalog import available_tools, describe_tools, publish_descriptions
+    from kasal.tools import load_tool_modules
 
     engine = create_engine(settings.resolved_database_url(), pooled=False)
     try:
@@ -66,7 +67,11 @@ async def prepare_database(settings: Settings) -> None:
             return
         try:
             load_tool_modules(settings.tool_modules)  # what build_worker loads, loaded first
-            await publish_worker_tools(engine, settings.task_queue, registered_tools())
+            # Only the tools that work here (configured, reachable) are published as runnable;
+            # every known tool is described, with why it does not work if it does not.
+            described = describe_tools(settings)
+            await publish_worker_tools(engine, settings.task_queue, available_tools(described))
+            await publish_descriptions(engine, described)
         except Exception as exc:
             log.error("could not publish this worker's tools (%s): the API may refuse them", exc)
         if settings.projects:
@@ -118,6 +123,7 @@ def build_worker(
     from activities.persistence import PersistenceActivities
     from kasal import signing
     from kasal.blobs import BlobStore
+    from kasal.memory import MemoryStore
     from kasal.tools import load_tool_modules
 
     settings = settings or get_settings()
@@ -129,7 +135,9 @@ def build_worker(
             load_project(path)  # their crews are built from their code, per task
     signing.configure(settings.resolved_worker_secret())
     journal = journal or JournalStore(sessions)
-    activities = CrewActivities(journal, executor=executor, blobs=BlobStore(sessions))
+    activities = CrewActivities(
+        journal, executor=executor, blobs=BlobStore(sessions), memory=MemoryStore(sessions)
+    )
     persistence = PersistenceActivities(sessions, journal)
     return Worker(
         client,

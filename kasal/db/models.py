@@ -207,3 +207,46 @@ class WorkerCatalog(Base):
     task_queue: Mapped[str] = mapped_column(String(255), primary_key=True)
     tools: Mapped[list[str]] = mapped_column(JSON, default=list)
     published_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class MemoryRecord(Base):
+    """One remembered thing of a crew, for one owner: a task's outcome (``memory``) or a
+    chunk of a knowledge source (``knowledge``), with its embedding.
+
+    ``write_key`` makes writes idempotent: a task's memory is keyed by execution, task and
+    step, a knowledge chunk by its content hash, so a retried or replayed task never stores
+    the same thing twice. Embeddings are JSON arrays (compared in Python: the plain-SQL
+    path); on PostgreSQL with pgvector, ``kasal.memory`` keeps a ``vector`` column too.
+    """
+
+    __tablename__ = "memory_records"
+    __table_args__ = (
+        UniqueConstraint("crew_key", "owner", "write_key", name="uq_memory_records_write"),
+        Index("ix_memory_records_scope", "crew_key", "owner", "kind", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    crew_key: Mapped[str] = mapped_column(String(255))
+    owner: Mapped[str] = mapped_column(String(255), default="")
+    kind: Mapped[str] = mapped_column(String(16))
+    write_key: Mapped[str] = mapped_column(String(255))
+    content: Mapped[str] = mapped_column(Text)
+    meta: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    embedder: Mapped[str] = mapped_column(String(255))
+    embedding: Mapped[list[float]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ToolDescription(Base):
+    """What a tool is, as the workers that resolve it describe it: the ``/api/v1/tools``
+    catalog (the API imports no CrewAI, so it cannot build tools to ask them)."""
+
+    __tablename__ = "tool_descriptions"
+
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    args_schema: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    source: Mapped[str] = mapped_column(String(32), default="builtin")
+    #: Why the tool cannot work on the worker that described it last ("" if it can).
+    problem: Mapped[str] = mapped_column(Text, default="")
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -35,6 +35,16 @@ class ModelBehaviour:
     answer_chars: int = 0
     #: Exact replies for the first requests, in order (then the usual behaviour).
     script: list[str] = field(default_factory=list)
+    #: Tool steps to ask for instead of calculator ones: ``(tool name, arguments)``, in order.
+    steps: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+    def step(self, done: int) -> tuple[str, dict[str, Any]] | None:
+        """The tool call to ask for after ``done`` steps (None: time to answer)."""
+        if self.steps:
+            return self.steps[done] if done < len(self.steps) else None
+        if done < self.tool_steps:
+            return "calculator", {"expression": f"{done + 1} * 10"}
+        return None
 
 
 @dataclass
@@ -119,16 +129,13 @@ class StubLLMServer:
             text = behaviour.script[number - 1]
         elif native:  # OpenAI function calling: steps are tool_calls, the answer plain text
             steps_done = sum(1 for m in messages if m.get("role") == "tool")
-            if steps_done < behaviour.tool_steps:
+            if (step := behaviour.step(steps_done)) is not None:
                 text = ""
                 tool_calls = [
                     {
                         "id": f"call_{number}",
                         "type": "function",
-                        "function": {
-                            "name": "calculator",
-                            "arguments": json.dumps({"expression": f"{steps_done + 1} * 10"}),
-                        },
+                        "function": {"name": step[0], "arguments": json.dumps(step[1])},
                     }
                 ]
             else:
@@ -136,10 +143,10 @@ class StubLLMServer:
                 text += "." * max(0, behaviour.answer_chars - len(text))
         else:  # CrewAI's ReAct text protocol
             steps_done = prompt.count("Observation:")
-            if steps_done < behaviour.tool_steps:
+            if (step := behaviour.step(steps_done)) is not None:
                 text = (
-                    f"Thought: step {steps_done + 1}\nAction: calculator\n"
-                    f'Action Input: {{"expression": "{steps_done + 1} * 10"}}'
+                    f"Thought: step {steps_done + 1}\nAction: {step[0]}\n"
+                    f"Action Input: {json.dumps(step[1])}"
                 )
             else:
                 answer = self.answer_for(model, prompt)

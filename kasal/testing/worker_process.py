@@ -88,9 +88,10 @@ def wait_until(predicate, timeout: float = 60, every: float = 0.05) -> None:
     raise TimeoutError("condition not met in time")
 
 
-async def crash_mid_call_and_resume(server_address, client, queue, spec, stub, data_dir):
+async def crash_mid_call_and_resume(server_address, client, queue, spec, stub, data_dir, **env):
     """Start ``spec`` on a worker process, SIGKILL it while the stub holds an LLM call
     (a ``block_at`` behaviour), start a fresh worker, and wait for the crew to finish.
+    ``env`` is added to both workers' environment.
 
     Returns ``(result, events)``; the events are read while a worker still runs (reading a
     finished workflow's stream needs one).
@@ -99,9 +100,9 @@ async def crash_mid_call_and_resume(server_address, client, queue, spec, stub, d
 
     from kasal.client import start_execution
 
-    first = WorkerProcess(server_address, queue, data_dir / "w1")
+    first = WorkerProcess(server_address, queue, data_dir / "w1", **env)
     await asyncio.to_thread(first.start)
-    second = WorkerProcess(server_address, queue, data_dir / "w2")
+    second = WorkerProcess(server_address, queue, data_dir / "w2", **env)
     try:
         handle = await start_execution(client, spec, task_queue=queue)
         assert await asyncio.to_thread(stub.blocked.wait, 90), "the LLM call never started"
