@@ -71,6 +71,7 @@ from kasal.execution import (
     FeedbackInput,
     FeedbackResult,
     TraceQueryInput,
+    WebhookTarget,
 )
 from kasal.settings import Settings, get_settings
 from kasal.spec import CrewSpec
@@ -273,6 +274,7 @@ async def start_execution(
     search_attributes: bool = True,
     tasks_per_run: int | None = None,
     offline_fallback: bool | None = None,
+    webhooks: list[WebhookTarget] | None = None,
 ) -> ExecutionHandle:
     """Start a crew as a ``CrewWorkflow``.
 
@@ -316,6 +318,7 @@ async def start_execution(
             crew_id=crew_id,
             owner=owner,
             tasks_per_run=tasks_per_run,
+            webhooks=webhooks or [],
         ),
         id=workflow_id_for(execution_id),
         task_queue=task_queue,
@@ -437,6 +440,20 @@ class ExecutionHandle:
     async def describe_status(self) -> WorkflowExecutionStatus | None:
         """Temporal's own view of the workflow's status."""
         return (await self._handle.describe()).status
+
+
+async def delete_workflow_history(client: Client, workflow_id: str) -> None:
+    """Delete a closed workflow's history from Temporal (already gone is fine)."""
+    from temporalio.api.common.v1 import WorkflowExecution
+    from temporalio.api.workflowservice.v1 import DeleteWorkflowExecutionRequest
+
+    with contextlib.suppress(RPCError):
+        await client.workflow_service.delete_workflow_execution(
+            DeleteWorkflowExecutionRequest(
+                namespace=client.namespace,
+                workflow_execution=WorkflowExecution(workflow_id=workflow_id),
+            )
+        )
 
 
 # -- the runtime the facade and CLI share ---------------------------------------------------

@@ -29,6 +29,7 @@ from kasal.db.repositories import CrewRepository, ExecutionRepository
 from kasal.exceptions import ConflictError, TemporalUnavailableError
 from kasal.execution import ExecutionState
 from kasal.spec import CrewSpec
+from kasal.webhooks import targets_for
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +176,7 @@ async def _start_or_compensate(
     options: WorkflowOptions,
 ) -> None:
     try:
+        webhooks = await targets_for(session, request.owner_id, request.crew_id)
         await start_execution(
             client,
             spec,
@@ -183,6 +185,7 @@ async def _start_or_compensate(
             execution_id=execution.id,
             crew_id=request.crew_id,
             owner=request.owner_id,
+            webhooks=webhooks,
             # False only where the server refused to register them (then starting with
             # them would fail): the Web UI loses its filters, nothing else.
             search_attributes=options.search_attributes,

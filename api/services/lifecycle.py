@@ -23,6 +23,7 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.services.executions import temporal_error
+from kasal.client import delete_workflow_history
 from kasal.constants import STOP_SIGNAL, workflow_id_for
 from kasal.db.models import Execution, utcnow
 from kasal.db.purge import purge
@@ -127,18 +128,4 @@ async def delete_execution(
         )
     await purge(sessions, [execution.id])
     if client is not None:
-        await forget_workflow(client, execution.workflow_id)
-
-
-async def forget_workflow(client: Client, workflow_id: str) -> None:
-    """Delete a closed workflow's history from Temporal (already gone is fine)."""
-    from temporalio.api.common.v1 import WorkflowExecution
-    from temporalio.api.workflowservice.v1 import DeleteWorkflowExecutionRequest
-
-    with contextlib.suppress(RPCError):
-        await client.workflow_service.delete_workflow_execution(
-            DeleteWorkflowExecutionRequest(
-                namespace=client.namespace,
-                workflow_execution=WorkflowExecution(workflow_id=workflow_id),
-            )
-        )
+        await delete_workflow_history(client, execution.workflow_id)
