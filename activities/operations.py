@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from datetime import UTC, datetime, timedelta
@@ -25,7 +26,15 @@ from activities.models import (
 )
 from kasal.client import delete_workflow_history
 from kasal.constants import workflow_id_for
-from kasal.db.models import Crew, Execution, Schedule, User, WebhookDelivery, WebhookSubscription
+from kasal.db.models import (
+    Crew,
+    Execution,
+    Schedule,
+    User,
+    WebhookDelivery,
+    WebhookSubscription,
+    new_id,
+)
 from kasal.db.purge import expired, purge
 from kasal.exceptions import KasalError
 from kasal.execution import ExecutionState
@@ -123,6 +132,10 @@ class OperationsActivities:
             "webhook-timestamp": str(timestamp),
             "webhook-signature": sign(subscription.secret, data.event_id, timestamp, body),
         }
+        # Logged before it is sent: an attempt whose worker dies mid-flight stays in the log
+        # (no status) rather than vanishing from it.
+        delivery_id = await self._log(data, attempt, None, "sent; no answer recorded", False)
+        beat = asyncio.create_task(_heartbeat())
         try:
             async with httpx.AsyncClient(timeout=DELIVERY_TIMEOUT, follow_redirects=False) as http:
                 response = await http.post(subscription.url, content=body, headers=headers)
@@ -131,10 +144,27 @@ class OperationsActivities:
                 error = f"the receiver answered {status_code}"
         except httpx.HTTPError as exc:
             error = f"{type(exc).__name__}: {exc}"[:500]
-        await self._log(data, attempt, status_code, error, error is None)
+        finally:
+            beat.cancel()
+        await self._settle(delivery_id, status_code, error)
         if error is not None:
             raise ApplicationError(error, type="webhook_failed")
         return DeliverWebhookResult(status_code=status_code)
+
+    async def _settle(
+        self, delivery_id: str | None, status_code: int | None, error: str | None
+    ) -> None:
+        if delivery_id is None:
+            return
+        try:
+            async with self.sessions() as session, session.begin():
+                row = await session.get(WebhookDelivery, delivery_id)
+                if row is not None:
+                    row.status_code = status_code
+                    row.error = error
+                    row.succeeded = error is None
+        except Exception as exc:  # the log must never turn a delivery into a failure
+            log.warning("could not log a webhook delivery: %s", exc)
 
     async def _log(
         self,
@@ -143,11 +173,13 @@ class OperationsActivities:
         status_code: int | None,
         error: str | None,
         succeeded: bool,
-    ) -> None:
+    ) -> str | None:
+        delivery_id = new_id()
         try:
             async with self.sessions() as session, session.begin():
                 session.add(
                     WebhookDelivery(
+                        id=delivery_id,
                         subscription_id=data.subscription_id,
                         event_id=data.event_id,
                         event_type=data.event_type,
@@ -160,9 +192,11 @@ class OperationsActivities:
                     )
                 )
         except IntegrityError:
-            pass  # the subscription was deleted meanwhile
+            return None  # the subscription was deleted meanwhile
         except Exception as exc:  # the log must never turn a delivery into a failure
             log.warning("could not log a webhook delivery: %s", exc)
+            return None
+        return delivery_id
 
     @activity.defn(name=PURGE_EXPIRED)
     async def purge_expired(self, data: PurgeInput) -> PurgeResult:
@@ -179,3 +213,11 @@ class OperationsActivities:
         if total:
             log.info("retention: purged %d executions that ended before %s", total, before)
         return PurgeResult(purged=total)
+
+
+async def _heartbeat(every: float = 1.0) -> None:
+    """Heartbeat while a delivery waits for its receiver: a worker that dies mid-delivery is
+    noticed within the heartbeat timeout, not the start-to-close timeout."""
+    while True:
+        activity.heartbeat()
+        await asyncio.sleep(every)

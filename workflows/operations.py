@@ -137,6 +137,7 @@ class WebhookDeliveryWorkflow:
                     ),
                     result_type=DeliverWebhookResult,
                     start_to_close_timeout=timedelta(seconds=30),
+                    heartbeat_timeout=timedelta(seconds=3),
                     schedule_to_close_timeout=WEBHOOK_GIVE_UP,
                     retry_policy=WEBHOOK_RETRY,
                     summary=f"{data.event_type} -> {subscription_id}",
