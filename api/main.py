@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
+from api import asyncapi
 from api.db import ensure_admin, migrate
 from api.deps import AppState
 from api.errors import install_error_handlers
@@ -107,6 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(module.router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
     app.include_router(ws.router, prefix=API_PREFIX)
     app.include_router(health.router)
+    app.include_router(asyncapi.router)
     install_openapi(app)
     return app
 
