@@ -21,7 +21,18 @@ from api.errors import install_error_handlers
 from api.guards import BodySizeLimitMiddleware, RateLimiter
 from api.openapi import install_openapi
 from api.relay import Relay
-from api.routes import auth, crews, executions, health, lifecycle, schedules, traces, webhooks, ws
+from api.routes import (
+    auth,
+    crews,
+    executions,
+    health,
+    inbox,
+    lifecycle,
+    schedules,
+    traces,
+    webhooks,
+    ws,
+)
 from api.schemas import ErrorOut
 from api.security import check_settings
 from api.temporal import TemporalConnection
@@ -104,7 +115,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             max_age=600,
         )
     # lifecycle first: its /executions/counts must not be read as an execution id.
-    for module in (auth, crews, lifecycle, executions, traces, schedules, webhooks):
+    for module in (
+        auth,
+        crews,
+        lifecycle,
+        executions,
+        traces,
+        schedules,
+        webhooks,
+        inbox,
+    ):
         app.include_router(module.router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
     app.include_router(ws.router, prefix=API_PREFIX)
     app.include_router(health.router)

@@ -39,6 +39,13 @@ err = Console(stderr=True)
 EXIT_FAILED, EXIT_INVALID, EXIT_UNAVAILABLE, EXIT_CANCELLED = 1, 2, 3, 4
 
 
+def _register_operations() -> None:
+    from cli.ops import feedback, schedule_app
+
+    app.command()(feedback)
+    app.add_typer(schedule_app)
+
+
 def main() -> None:
     """Entry point of the ``kasal`` script."""
     disable_crewai_telemetry()
@@ -139,19 +146,30 @@ def run(
     detach: Annotated[
         bool, typer.Option(help="Start and print the execution id; do not wait.")
     ] = False,
+    prompt: Annotated[
+        bool | None,
+        typer.Option(
+            "--prompt/--no-prompt",
+            help="Ask in the terminal when a task waits for human input (default: when "
+            "stdin is a terminal). Otherwise answer with `kasal feedback` or the API.",
+        ),
+    ] = None,
 ) -> None:
     """Run a crew end to end, showing live progress; print its output and execution id."""
     try:
         spec = CrewSpec.from_file(spec_file)
         values = _parse_inputs(inputs or [])
         spec.interpolated(values)  # a missing input is an error before anything starts
-        code = asyncio.run(_run(spec, values, as_json, detach))
+        asks = sys.stdin.isatty() if prompt is None else prompt
+        code = asyncio.run(_run(spec, values, as_json, detach, asks))
     except KasalError as exc:
         raise _fail(exc) from None
     raise typer.Exit(code)
 
 
-async def _run(spec: CrewSpec, inputs: dict[str, Any], as_json: bool, detach: bool) -> int:
+async def _run(
+    spec: CrewSpec, inputs: dict[str, Any], as_json: bool, detach: bool, prompt: bool = False
+) -> int:
     from kasal.client import Runtime
     from kasal.llm import with_offline_fallback
 
@@ -188,6 +206,10 @@ async def _run(spec: CrewSpec, inputs: dict[str, Any], as_json: bool, detach: bo
         async for event in handle.events():
             if (line := _describe(event, hierarchical=hierarchical)) is not None:
                 show.print(line, highlight=False)
+            if prompt and event.type == EventType.HUMAN_INPUT_REQUESTED:
+                from cli.ops import answer_prompt, terminal_reader
+
+                await answer_prompt(handle, event, show, terminal_reader(show))
         try:
             result = await handle.result()
         except (ExecutionFailedError, ExecutionCancelledError) as exc:
@@ -416,6 +438,8 @@ def _setup_logging() -> None:
     for noisy in ("temporalio", "alembic", "httpx", "crewai_core"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
+
+_register_operations()
 
 if __name__ == "__main__":
     main()
