@@ -53,7 +53,9 @@ from kasal.constants import (
     SA_OWNER,
     SA_STATUS,
     STATUS_QUERY,
+    STOP_SIGNAL,
     TRACE_QUERY,
+    WAITING_QUERY,
     workflow_id_for,
 )
 from kasal.exceptions import (
@@ -61,6 +63,7 @@ from kasal.exceptions import (
     ExecutionCancelledError,
     ExecutionFailedError,
     InvalidSpecError,
+    NotFoundError,
     TemporalUnavailableError,
 )
 from kasal.execution import (
@@ -70,7 +73,9 @@ from kasal.execution import (
     ExecutionStatus,
     FeedbackInput,
     FeedbackResult,
+    StopInput,
     TraceQueryInput,
+    WaitingTask,
     WebhookTarget,
 )
 from kasal.settings import Settings, get_settings
@@ -435,6 +440,23 @@ class ExecutionHandle:
         except RPCError as exc:
             if exc.status == RPCStatusCode.NOT_FOUND:
                 raise ConflictError(f"execution {self.id} is not running") from exc
+            raise
+
+    async def stop(self, *, by: str | None = None, reason: str | None = None) -> None:
+        """Stop gracefully (a signal): the running task finishes, no new one starts."""
+        await self._handle.signal(STOP_SIGNAL, StopInput(by=by, reason=reason))
+
+    async def waiting(self) -> list[WaitingTask]:
+        """Tasks waiting for human input now (a workflow query)."""
+        return await self._handle.query(WAITING_QUERY, result_type=list[WaitingTask])
+
+    async def ensure_exists(self) -> None:
+        """Raise :class:`NotFoundError` unless Temporal knows this execution."""
+        try:
+            await self._handle.describe()
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                raise NotFoundError(f"execution {self.id} not found") from None
             raise
 
     async def describe_status(self) -> WorkflowExecutionStatus | None:
