@@ -133,6 +133,12 @@ def _describe(event: Event, *, hierarchical: bool = False) -> str | None:
             return f"[red]■ failed:[/] {data.get('error')}"
         case EventType.EXECUTION_CANCELLED:
             return "[yellow]■ cancelled[/]"
+        case EventType.STOP_REQUESTED:
+            by = f" by {data['by']}" if data.get("by") else ""
+            return f"[yellow]■ stop requested{by}: the running task finishes, no new one starts[/]"
+        case EventType.EXECUTION_STOPPED:
+            skipped = ", ".join(data.get("not_started") or []) or "none"
+            return f"[yellow]■ stopped[/] (not started: {skipped})"
     return None
 
 
@@ -219,6 +225,12 @@ async def _run(
             else:
                 err.print(f"[bold red]execution {handle.id} {exc}[/]", highlight=False)
             return EXIT_CANCELLED if isinstance(exc, ExecutionCancelledError) else EXIT_FAILED
+    if result.stopped:
+        if as_json:
+            print(json.dumps({"status": "stopped", **result.model_dump(mode="json")}, indent=2))
+        else:
+            err.print(f"[yellow]execution {result.execution_id} was stopped[/]")
+        return EXIT_CANCELLED
     if as_json:
         print(json.dumps({"status": "completed", **result.model_dump(mode="json")}, indent=2))
     else:
