@@ -30,6 +30,7 @@ from kasal.constants import CREW_WORKFLOW, STATUS_QUERY, TRACE_QUERY, WORKFLOW_I
 from kasal.db.models import Execution
 from kasal.db.repositories import FINISHED, ExecutionRepository
 from kasal.execution import (
+    CrewWorkflowResult,
     Event,
     ExecutionState,
     ExecutionStatus,
@@ -76,7 +77,9 @@ async def reconcile_execution(
     - running again although the row says terminated or timed out (a reset): the row is
       running again, and the new run's own record will finish it.
     """
-    handle = client.get_workflow_handle(f"{WORKFLOW_ID_PREFIX}{execution_id}")
+    handle = client.get_workflow_handle(
+        f"{WORKFLOW_ID_PREFIX}{execution_id}", result_type=CrewWorkflowResult
+    )
     if description is None:
         try:
             description = await handle.describe()
@@ -103,6 +106,16 @@ async def reconcile_execution(
     state = CLOSED_STATES.get(description.status) if description.status else None
     if state is None or current in FINISHED:
         return current
+    result = None
+    if state == ExecutionState.COMPLETED:
+        # Closed normally but unrecorded (the record activity gave up): its result is in
+        # Temporal, and says whether a graceful stop ended it.
+        try:
+            result = await asyncio.wait_for(handle.result(), QUERY_TIMEOUT)
+            if result.stopped:
+                state = ExecutionState.STOPPED
+        except Exception as exc:
+            log.info("no result of %s: %s", execution_id, type(exc).__name__)
     status, events = await _last_words(handle)
     ended = description.close_time or datetime.now(UTC)
     why = reason or _default_reason(state)
@@ -116,7 +129,7 @@ async def reconcile_execution(
             started_at=row.started_at or description.start_time,
             tasks=tasks,
         )
-    if state not in (ExecutionState.COMPLETED,):
+    if state != ExecutionState.COMPLETED:
         # Tasks that were running when it ended did not finish.
         for task in status.tasks:
             if task.state not in (TaskState.COMPLETED, TaskState.FAILED):
@@ -134,7 +147,7 @@ async def reconcile_execution(
         await ExecutionRepository(session).record_finished(
             workflow_id=description.id,
             status=status,
-            result=None,
+            result=result,
             events=events if events is not None else [],
             owner=fresh.owner_id,
         )

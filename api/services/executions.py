@@ -123,7 +123,7 @@ async def start_execution_for(
         existing = await executions.get_by_idempotency_key(request.owner_id, key)
         if existing is not None:
             replayed = _replayed(existing, digest)
-            await _ensure_started(client, existing, options)
+            await _ensure_started(session, client, existing, options)
             return replayed
     # After the replay above: a key already answered stays answered even if a tool is gone.
     await check_runnable(
@@ -210,7 +210,9 @@ async def workflow_exists(client: Client, execution_id: str) -> bool:
         return False
 
 
-async def _ensure_started(client: Client, execution: Execution, options: WorkflowOptions) -> None:
+async def _ensure_started(
+    session: AsyncSession, client: Client, execution: Execution, options: WorkflowOptions
+) -> None:
     """A retried start whose first try died between writing the row and starting the
     workflow (a crashed API process) starts it now: the key never sticks to a dead row.
 
@@ -231,6 +233,7 @@ async def _ensure_started(client: Client, execution: Execution, options: Workflo
             crew_id=execution.crew_id,
             owner=execution.owner_id,
             search_attributes=options.search_attributes,
+            webhooks=await targets_for(session, execution.owner_id, execution.crew_id),
         )
     except RPCError as exc:
         raise temporal_error(exc) from None
