@@ -135,6 +135,10 @@ class CrewWorkflow:
             self._runs = dict(resume.runs)
             self._generation = resume.generation + 1
         self._book = ExecutionBook(status, events, publish=self._topic.publish)
+        #: Events the workflow emitted itself (not reports of activities): what numbers a
+        #: webhook event id. Reports count in offsets but are accepted only with a valid
+        #: signature, so ids made of offsets would depend on the workers' secret on replay.
+        self._own_events = sum(1 for e in events if e.event_id.startswith("wf-"))
 
     @property
     def _status(self) -> ExecutionStatus:
@@ -704,15 +708,18 @@ class CrewWorkflow:
         event = self._book.emit(
             kind, workflow.now(), task=task, agent=agent, attempt=attempt, data=data
         )
+        number = self._own_events
+        self._own_events += 1
         targets = [w.subscription_id for w in self._webhooks if event.type in w.events]
         if targets:
-            self._deliveries.append(asyncio.create_task(self._deliver(event, targets)))
+            self._deliveries.append(asyncio.create_task(self._deliver(event, number, targets)))
 
-    async def _deliver(self, event: Event, subscriptions: list[str]) -> None:
+    async def _deliver(self, event: Event, number: int, subscriptions: list[str]) -> None:
         """Hand an event to a delivery workflow of its own (retrying activities; it outlives
-        this run). Its id is stable per event, so a replay or reset never delivers twice."""
+        this run). Its id is stable per event (the execution and the event's number among
+        the workflow's own), so a replay or reset never delivers twice."""
         offset = event.offset if event.offset is not None else 0
-        event_id = f"evt_{self._execution_id}_{offset}"
+        event_id = f"evt_{self._execution_id}_{number}"
         try:
             await workflow.start_child_workflow(
                 WEBHOOK_WORKFLOW,
