@@ -248,6 +248,13 @@ class Reconciler:
         changed: list[str] = []
         async with self.sessions() as session:
             stale = await _unfinished(session, list(closed))
+            if self._since is None:
+                # First pass of this process: executions that ended while no API ran (longer
+                # ago than the look-back) are found by asking Temporal about every open row.
+                rows = await session.scalars(
+                    select(Execution.id).where(Execution.status.not_in(FINISHED)).limit(1000)
+                )
+                stale = list(dict.fromkeys([*stale, *rows.all()]))
             revived = (
                 await session.scalars(
                     select(Execution.id)
@@ -258,14 +265,22 @@ class Reconciler:
                     .limit(200)
                 )
             ).all()
-        for execution_id in [*stale, *revived]:
-            before = None if execution_id in stale else "outside"
+        candidates = list(dict.fromkeys([*stale, *revived]))
+        async with self.sessions() as session:
+            before = dict(
+                (
+                    await session.execute(
+                        select(Execution.id, Execution.status).where(Execution.id.in_(candidates))
+                    )
+                ).all()
+            )
+        for execution_id in candidates:
             try:
                 after = await reconcile_execution(client, self.sessions, execution_id)
             except Exception as exc:
                 log.info("could not reconcile %s: %s", execution_id, exc)
                 continue
-            if after is not None and (before is None or after == ExecutionState.RUNNING.value):
+            if after is not None and after != before.get(execution_id):
                 changed.append(execution_id)
         self._since = now
         return changed

@@ -220,3 +220,24 @@ async def test_filters_counts_and_delete(ops, worker):
     assert left == 0
     counts = (await client.get(f"{EXECUTIONS}/counts", headers=alice)).json()
     assert counts["total"] == 1
+
+
+async def test_a_fresh_api_process_catches_up_on_executions_ended_while_none_ran(
+    settings, temporal_client
+):
+    from datetime import timedelta
+
+    from kasal.reconcile import Reconciler
+
+    api = api_settings_for(settings, reconcile_interval=3600)  # its own loop stays out
+    async with running_app(api) as app, asgi_client(app) as client:
+        alice = await new_user(client, await login(client, ADMIN_EMAIL, ADMIN_PASSWORD))
+        execution_id = await start(client, alice, offline_spec())  # no worker: stays open
+        await temporal_client.get_workflow_handle(f"kasal-exec-{execution_id}").terminate()
+        state = app.state.kasal
+        # A look-back that finds nothing: only the first pass's look at open rows can.
+        fresh = Reconciler(state.temporal, state.sessions, lookback=timedelta(days=-1))
+        assert await fresh.run_once() == [execution_id]
+        assert await fresh.run_once() == []
+        row = (await client.get(f"{EXECUTIONS}/{execution_id}", headers=alice)).json()
+        assert row["status"] == "terminated" and "outside Kasal" in row["error"]
