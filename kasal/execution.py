@@ -155,6 +155,8 @@ class CrewResumeState(BaseModel):
     stream: WorkflowStreamState | None = None
     #: How many runs came before this one.
     generation: int = 0
+    #: A graceful stop asked for while this run was ending (it applies to the next).
+    stop: StopInput | None = None
 
 
 class CrewWorkflowInput(BaseModel):

@@ -134,6 +134,7 @@ class CrewWorkflow:
             self._outputs = dict(resume.outputs)
             self._runs = dict(resume.runs)
             self._generation = resume.generation + 1
+            self._stop = resume.stop
         self._book = ExecutionBook(status, events, publish=self._topic.publish)
         #: Events the workflow emitted itself (not reports of activities): what numbers a
         #: webhook event id. Reports count in offsets but are accepted only with a valid
@@ -286,6 +287,7 @@ class CrewWorkflow:
                 runs=self._runs,
                 stream=stream_state,
                 generation=self._generation,
+                stop=self._stop,
             )
             return [data.model_copy(update={"resume": resume})]
 
