@@ -261,16 +261,15 @@ async def delete_schedule(client: Client, schedule_id: str) -> None:
 async def ensure_retention_schedule(
     client: Client, retention_days: float, *, task_queue: str, every: timedelta = timedelta(hours=1)
 ) -> bool:
-    """Kasal's own schedule that purges finished executions older than ``retention_days``
-    (none when 0). Returns True if one exists afterwards."""
-    handle = client.get_schedule_handle(RETENTION_SCHEDULE_ID)
+    """Kasal's own schedule that purges finished executions older than ``retention_days``.
+
+    With 0 nothing is touched: a worker started without the setting must not undo another's
+    (to stop purging, delete the schedule: ``temporal schedule delete --schedule-id
+    kasal-retention``). Returns True if this call created or updated it.
+    """
     if retention_days <= 0:
-        try:
-            await handle.delete()
-        except RPCError as exc:
-            if exc.status != RPCStatusCode.NOT_FOUND:
-                raise
         return False
+    handle = client.get_schedule_handle(RETENTION_SCHEDULE_ID)
     action = ScheduleActionStartWorkflow(
         RETENTION_WORKFLOW,
         {"retention_days": retention_days},  # the workflow's PurgeInput

@@ -65,5 +65,8 @@ async def test_the_retention_schedule_purges_old_executions(settings, temporal_c
             assert await session.get(Blob, "a" * 64) is None
             assert await session.get(Blob, "b" * 64) is not None
     finally:
+        # 0 leaves it alone (a worker without the setting must not undo another's).
         assert not await ensure_retention_schedule(temporal_client, 0, task_queue=task_queue)
+        await temporal_client.get_schedule_handle(RETENTION_SCHEDULE_ID).describe()
+        await temporal_client.get_schedule_handle(RETENTION_SCHEDULE_ID).delete()
         await engine.dispose()
