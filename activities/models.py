@@ -10,7 +10,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from kasal.execution import CrewWorkflowResult, Event, ExecutionStatus, TokenUsage
+from kasal.execution import (
+    CrewWorkflowResult,
+    Event,
+    ExecutionStatus,
+    TokenUsage,
+    WebhookTarget,
+)
 from kasal.spec import CrewSpec
 
 #: Activity type names, shared by the worker (registration) and the workflow (calls).
@@ -155,3 +161,74 @@ class PlanCrewResult(BaseModel):
     attempt: int = 1
     #: The planner's events not yet signalled: the workflow adds them.
     events: list[Event] = Field(default_factory=list)
+
+
+# -- operations: scheduled runs, webhooks, retention (issue 9) ---------------------------------
+
+PREPARE_SCHEDULED_RUN = "prepare_scheduled_run"
+DELIVER_WEBHOOK = "deliver_webhook"
+PURGE_EXPIRED = "purge_expired"
+
+
+class ScheduledRunInput(BaseModel):
+    """Input of one run of a schedule (the Temporal Schedule's action).
+
+    A schedule made through the API names its database row, which says what to run when
+    the run starts (so edits apply to the next run); ``spec``/``inputs``/``owner`` are the
+    fallback for schedules made without one (``kasal schedule`` on the command line).
+    """
+
+    schedule_id: str
+    crew_id: str | None = None
+    spec: dict[str, Any] | None = None
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    owner: str | None = None
+    search_attributes: bool = True
+
+
+class PrepareRunInput(BaseModel):
+    """Write the execution row of a scheduled run and say what it runs."""
+
+    run: ScheduledRunInput
+    execution_id: str
+    workflow_id: str
+
+
+class PreparedRun(BaseModel):
+    """What a scheduled run starts (``skip`` when its schedule no longer exists)."""
+
+    skip: bool = False
+    spec: CrewSpec | None = None
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    crew_id: str | None = None
+    owner: str | None = None
+    webhooks: list[WebhookTarget] = Field(default_factory=list)
+
+
+class DeliverWebhookInput(BaseModel):
+    """Deliver one event to one subscription (one attempt per activity attempt)."""
+
+    subscription_id: str
+    event_id: str
+    event_type: str
+    execution_id: str | None
+    payload: dict[str, Any]
+
+
+class DeliverWebhookResult(BaseModel):
+    """The receiver's answer."""
+
+    status_code: int | None = None
+    skipped: str | None = None
+
+
+class PurgeInput(BaseModel):
+    """Purge finished executions that ended more than ``retention_days`` ago."""
+
+    retention_days: float
+
+
+class PurgeResult(BaseModel):
+    """How many executions were purged."""
+
+    purged: int = 0

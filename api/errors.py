@@ -19,6 +19,7 @@ from kasal.exceptions import (
     ConflictError,
     ExecutionCancelledError,
     ExecutionFailedError,
+    InvalidRequestError,
     InvalidSpecError,
     KasalError,
     NotFoundError,
@@ -48,6 +49,7 @@ class ServiceUnavailableError(KasalError):
 #: HTTP status of each domain error; the most specific class wins (checked along the MRO).
 STATUS_BY_ERROR: dict[type[KasalError], int] = {
     InvalidSpecError: 422,
+    InvalidRequestError: 422,
     NotFoundError: 404,
     ConflictError: 409,
     ExecutionFailedError: 409,

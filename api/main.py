@@ -14,18 +14,34 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
+from api import asyncapi
 from api.db import ensure_admin, migrate
 from api.deps import AppState
 from api.errors import install_error_handlers
 from api.guards import BodySizeLimitMiddleware, RateLimiter
 from api.openapi import install_openapi
 from api.relay import Relay
-from api.routes import auth, crews, executions, health, memory, projects, tools, traces, ws
+from api.routes import (
+    auth,
+    crews,
+    executions,
+    health,
+    inbox,
+    lifecycle,
+    memory,
+    projects,
+    schedules,
+    tools,
+    traces,
+    webhooks,
+    ws,
+)
 from api.schemas import ErrorOut
 from api.security import check_settings
 from api.temporal import TemporalConnection
 from kasal.db.engine import create_engine, session_factory
 from kasal.exceptions import TemporalUnavailableError
+from kasal.reconcile import Reconciler
 from kasal.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -53,6 +69,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         except TemporalUnavailableError as exc:
             log.warning("starting without Temporal (readiness fails until it answers): %s", exc)
         relay = Relay(temporal, sessions)
+        reconciler = Reconciler(temporal, sessions, interval=settings.reconcile_interval)
+        reconciler.start()
         app.state.kasal = AppState(
             settings=settings,
             engine=engine,
@@ -65,6 +83,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         try:
             yield
         finally:
+            await reconciler.stop()
             await relay.close()
     finally:
         await engine.dispose()
@@ -98,10 +117,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             expose_headers=["Retry-After"],
             max_age=600,
         )
-    for module in (auth, crews, executions, traces, projects, tools, memory):
+    # lifecycle first: its /executions/counts must not be read as an execution id.
+    for module in (
+        auth,
+        crews,
+        lifecycle,
+        executions,
+        traces,
+        projects,
+        tools,
+        memory,
+        schedules,
+        webhooks,
+        inbox,
+    ):
         app.include_router(module.router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
     app.include_router(ws.router, prefix=API_PREFIX)
     app.include_router(health.router)
+    app.include_router(asyncapi.router)
     install_openapi(app)
     return app
 

@@ -174,6 +174,10 @@ class ExecutionSummary(BaseModel):
     #: A replay's original execution and the task it re-ran from (null otherwise).
     replay_of: str | None = None
     replay_from_task: str | None = None
+    schedule_id: str | None = None
+    stop_requested_by: str | None = None
+    stop_requested_at: datetime | None = None
+    stop_mode: str | None = None
 
 
 class ExecutionOut(ExecutionSummary):
@@ -239,6 +243,43 @@ class ReplayIn(StrictInput):
 
     from_task: str = Field(min_length=1, max_length=100)
     inputs: dict[str, Any] = Field(default_factory=dict)
+
+
+class StopIn(StrictInput):
+    """Why the execution is being stopped (optional)."""
+
+    reason: str | None = Field(default=None, max_length=1000)
+
+
+class StopOut(BaseModel):
+    """A stop or force-stop: who asked and when, and the state as far as known.
+
+    ``status`` is ``stopping`` while a graceful stop waits for the running task; a
+    force-stop answers once the execution has ended (``terminated`` says whether the
+    workflow had to be terminated because it did not acknowledge the cancel in time).
+    """
+
+    execution_id: str
+    status: str
+    mode: str
+    requested_by: str
+    requested_at: datetime
+    terminated: bool = False
+
+
+class ExecutionPending(BaseModel):
+    """``?wait=`` ran out before the execution ended (HTTP 202): ask again."""
+
+    execution_id: str
+    status: str
+    waited_seconds: float
+
+
+class ExecutionCounts(BaseModel):
+    """How many of the caller's executions (matching the filters) are in each state."""
+
+    counts: dict[str, int]
+    total: int
 
 
 class FeedbackIn(StrictInput):

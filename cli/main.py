@@ -40,6 +40,13 @@ err = Console(stderr=True)
 EXIT_FAILED, EXIT_INVALID, EXIT_UNAVAILABLE, EXIT_CANCELLED = 1, 2, 3, 4
 
 
+def _register_operations() -> None:
+    from cli.ops import feedback, schedule_app
+
+    app.command()(feedback)
+    app.add_typer(schedule_app)
+
+
 def main() -> None:
     """Entry point of the ``kasal`` script."""
     disable_crewai_telemetry()
@@ -135,6 +142,12 @@ def _describe(event: Event, *, hierarchical: bool = False) -> str | None:
             return f"  [green]✓[/] {task} reused from execution {data.get('from_execution')}"
         case EventType.EXECUTION_RESET:
             return f"  [yellow]↺ reset: run {data.get('run_id')} goes on from here[/]"
+        case EventType.STOP_REQUESTED:
+            by = f" by {data['by']}" if data.get("by") else ""
+            return f"[yellow]■ stop requested{by}: the running task finishes, no new one starts[/]"
+        case EventType.EXECUTION_STOPPED:
+            skipped = ", ".join(data.get("not_started") or []) or "none"
+            return f"[yellow]■ stopped[/] (not started: {skipped})"
     return None
 
 
@@ -207,6 +220,14 @@ def run(
             "no network); same as KASAL_OFFLINE=1."
         ),
     ] = False,
+    prompt: Annotated[
+        bool | None,
+        typer.Option(
+            "--prompt/--no-prompt",
+            help="Ask in the terminal when a task waits for human input (default: when "
+            "stdin is a terminal). Otherwise answer with `kasal feedback` or the API.",
+        ),
+    ] = None,
 ) -> None:
     """Run a crew end to end, showing live progress; print its output and execution id.
 
@@ -220,14 +241,15 @@ def run(
         spec, defaults = load_crew(spec_file)
         values = _parse_inputs(inputs or []) or defaults
         spec.interpolated(values)  # a missing input is an error before anything starts
+        asks = sys.stdin.isatty() if prompt is None else prompt
         if as_json:
             # stdout is the JSON document alone: what the crew's own code prints (CrewAI's
             # verbose panels, print() in tools) goes to stderr, as the live view does.
             result_out = sys.stdout
             with contextlib.redirect_stdout(sys.stderr):
-                code = asyncio.run(_run(spec, values, as_json, detach, result_out))
+                code = asyncio.run(_run(spec, values, as_json, detach, result_out, asks))
         else:
-            code = asyncio.run(_run(spec, values, as_json, detach))
+            code = asyncio.run(_run(spec, values, as_json, detach, prompt=asks))
     except KasalError as exc:
         raise _fail(exc) from None
     raise typer.Exit(code)
@@ -239,6 +261,7 @@ async def _run(
     as_json: bool,
     detach: bool,
     result_out: Any = None,
+    prompt: bool = False,
 ) -> int:
     from kasal.client import Runtime
     from kasal.llm import with_offline_fallback
@@ -274,7 +297,13 @@ async def _run(
             show.print(f"[dim]Temporal Web UI: {rt.server.ui_url}[/]")
         handle = await rt.start_execution(spec, inputs)
         return await _follow(
-            handle, spec, show, as_json=as_json, detach=detach, result_out=result_out
+            handle,
+            spec,
+            show,
+            as_json=as_json,
+            detach=detach,
+            result_out=result_out,
+            prompt=prompt,
         )
 
 
@@ -286,6 +315,7 @@ async def _follow(
     as_json: bool,
     detach: bool,
     result_out: Any = None,
+    prompt: bool = False,
 ) -> int:
     """Show an execution's events live, then its result; the exit code."""
     settings = get_settings()
@@ -301,6 +331,10 @@ async def _follow(
     async for event in handle.events():
         if (line := _describe(event, hierarchical=hierarchical)) is not None:
             show.print(line, highlight=False)
+        if prompt and event.type == EventType.HUMAN_INPUT_REQUESTED:
+            from cli.ops import answer_prompt, terminal_reader
+
+            await answer_prompt(handle, event, show, terminal_reader(show))
     try:
         result = await handle.result()
     except (ExecutionFailedError, ExecutionCancelledError) as exc:
@@ -313,6 +347,15 @@ async def _follow(
         else:
             err.print(f"[bold red]execution {handle.id} {exc}[/]", highlight=False)
         return EXIT_CANCELLED if isinstance(exc, ExecutionCancelledError) else EXIT_FAILED
+    if result.stopped:
+        if as_json:
+            print(
+                json.dumps({"status": "stopped", **result.model_dump(mode="json")}, indent=2),
+                file=result_out,
+            )
+        else:
+            err.print(f"[yellow]execution {result.execution_id} was stopped[/]")
+        return EXIT_CANCELLED
     if as_json:
         print(
             json.dumps({"status": "completed", **result.model_dump(mode="json")}, indent=2),
@@ -593,6 +636,8 @@ def _setup_logging() -> None:
 
 # Replay and debugging commands register themselves on ``app``.
 from cli import debug as _debug  # noqa: E402,F401
+
+_register_operations()
 
 if __name__ == "__main__":
     main()

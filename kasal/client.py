@@ -54,7 +54,9 @@ from kasal.constants import (
     SA_OWNER,
     SA_STATUS,
     STATUS_QUERY,
+    STOP_SIGNAL,
     TRACE_QUERY,
+    WAITING_QUERY,
     workflow_id_for,
 )
 from kasal.exceptions import (
@@ -64,6 +66,7 @@ from kasal.exceptions import (
     ExecutionFailedError,
     GuardrailFailedError,
     InvalidSpecError,
+    NotFoundError,
     TaskTimeoutError,
     TemporalUnavailableError,
 )
@@ -75,8 +78,11 @@ from kasal.execution import (
     FeedbackInput,
     FeedbackResult,
     ReplaySeed,
+    StopInput,
     TaskOutput,
     TraceQueryInput,
+    WaitingTask,
+    WebhookTarget,
 )
 from kasal.settings import Settings, get_settings
 from kasal.spec import CrewSpec
@@ -281,6 +287,7 @@ async def start_execution(
     offline_fallback: bool | None = None,
     seed: ReplaySeed | None = None,
     offline: bool | None = None,
+    webhooks: list[WebhookTarget] | None = None,
 ) -> ExecutionHandle:
     """Start a crew as a ``CrewWorkflow``.
 
@@ -335,6 +342,7 @@ async def start_execution(
             owner=owner,
             tasks_per_run=tasks_per_run,
             seed=seed,
+            webhooks=webhooks or [],
         ),
         id=workflow_id_for(execution_id),
         task_queue=task_queue,
@@ -476,9 +484,40 @@ class ExecutionHandle:
                 raise ConflictError(f"execution {self.id} is not running") from exc
             raise
 
+    async def stop(self, *, by: str | None = None, reason: str | None = None) -> None:
+        """Stop gracefully (a signal): the running task finishes, no new one starts."""
+        await self._handle.signal(STOP_SIGNAL, StopInput(by=by, reason=reason))
+
+    async def waiting(self) -> list[WaitingTask]:
+        """Tasks waiting for human input now (a workflow query)."""
+        return await self._handle.query(WAITING_QUERY, result_type=list[WaitingTask])
+
+    async def ensure_exists(self) -> None:
+        """Raise :class:`NotFoundError` unless Temporal knows this execution."""
+        try:
+            await self._handle.describe()
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                raise NotFoundError(f"execution {self.id} not found") from None
+            raise
+
     async def describe_status(self) -> WorkflowExecutionStatus | None:
         """Temporal's own view of the workflow's status."""
         return (await self._handle.describe()).status
+
+
+async def delete_workflow_history(client: Client, workflow_id: str) -> None:
+    """Delete a closed workflow's history from Temporal (already gone is fine)."""
+    from temporalio.api.common.v1 import WorkflowExecution
+    from temporalio.api.workflowservice.v1 import DeleteWorkflowExecutionRequest
+
+    with contextlib.suppress(RPCError):
+        await client.workflow_service.delete_workflow_execution(
+            DeleteWorkflowExecutionRequest(
+                namespace=client.namespace,
+                workflow_execution=WorkflowExecution(workflow_id=workflow_id),
+            )
+        )
 
 
 # -- the runtime the facade and CLI share ---------------------------------------------------

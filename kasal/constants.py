@@ -16,6 +16,16 @@ EVENTS_SIGNAL = "activity_events"
 JOURNAL_QUERY = "journal"
 FEEDBACK_UPDATE = "feedback"
 OUTPUTS_QUERY = "outputs"
+STOP_SIGNAL = "stop"
+WAITING_QUERY = "waiting"
+
+#: Workflow types of schedules, webhook deliveries and retention.
+SCHEDULED_RUN_WORKFLOW = "ScheduledCrewRun"
+WEBHOOK_WORKFLOW = "WebhookDelivery"
+RETENTION_WORKFLOW = "KasalRetention"
+#: Schedule ids are ``kasal-sched-<schedule id>``; Kasal's own retention schedule.
+SCHEDULE_ID_PREFIX = "kasal-sched-"
+RETENTION_SCHEDULE_ID = "kasal-retention"
 
 #: Topic of the workflow stream that carries execution events.
 EVENTS_TOPIC = "events"

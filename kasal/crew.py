@@ -21,7 +21,13 @@ from pydantic import ValidationError
 from kasal.callables import register_callable
 from kasal.client import ExecutionHandle, Runtime
 from kasal.exceptions import AgentExecutionError, ExecutionFailedError, InvalidSpecError
-from kasal.execution import CrewWorkflowResult, Event, ExecutionStatus, FeedbackResult
+from kasal.execution import (
+    CrewWorkflowResult,
+    Event,
+    ExecutionStatus,
+    FeedbackResult,
+    WaitingTask,
+)
 from kasal.settings import Settings, disable_crewai_telemetry
 from kasal.spec import AgentSpec, CrewSpec, LLMSpec, RetrySpec, TaskSpec, TimeoutSpec, slug
 
@@ -362,6 +368,27 @@ class Execution:
 
     def __repr__(self) -> str:
         return f"Execution(id={self.id!r})"
+
+    @classmethod
+    def attach(cls, execution_id: str, settings: Settings | None = None) -> Execution:
+        """A handle to an execution started anywhere (the API, the CLI, another process):
+        status, events from an offset, result, cancel, stop, feedback.
+
+        Raises :class:`NotFoundError` if Temporal knows no such execution.
+        """
+        background = _background(settings)
+        client = background.run(background.runtime.start())
+        handle = ExecutionHandle(client, execution_id)
+        background.run(handle.ensure_exists())
+        return cls(handle, background)
+
+    def stop(self, by: str | None = None, reason: str | None = None) -> None:
+        """Stop gracefully: the running task finishes, no new task starts (``stopped``)."""
+        self._background.run(self._handle.stop(by=by, reason=reason))
+
+    def waiting(self) -> list[WaitingTask]:
+        """Tasks waiting for human input now: output to review, since when."""
+        return self._background.run(self._handle.waiting())
 
     def status(self) -> ExecutionStatus:
         """State of the execution and each task."""

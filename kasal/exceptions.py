@@ -168,3 +168,10 @@ class UnrunnableSpecError(InvalidSpecError):
     """
 
     code = "unrunnable_spec"
+
+
+class InvalidRequestError(KasalError):
+    """A request Kasal cannot act on as given (a webhook target it may not call, a
+    timetable Temporal refuses): which field, and why."""
+
+    code = "invalid_request"

@@ -24,11 +24,24 @@ class ExecutionState(StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    #: Stopped gracefully: the running task finished, no further task started.
+    STOPPED = "stopped"
+    #: Ended outside the workflow's control (terminate from Kasal's force-stop, the Temporal
+    #: CLI or Web UI), or by a workflow timeout: reconciled from Temporal's own status.
+    TERMINATED = "terminated"
+    TIMED_OUT = "timed_out"
 
     @property
     def finished(self) -> bool:
         """True once nothing more will happen."""
-        return self in (self.COMPLETED, self.FAILED, self.CANCELLED)
+        return self in (
+            self.COMPLETED,
+            self.FAILED,
+            self.CANCELLED,
+            self.STOPPED,
+            self.TERMINATED,
+            self.TIMED_OUT,
+        )
 
 
 class TaskState(StrEnum):
@@ -66,6 +79,9 @@ class EventType(StrEnum):
     #: The execution was reset (Temporal CLI or Web UI): a new run goes on from here, and
     #: the earlier run's events from this offset on are superseded (listed in ``data``).
     EXECUTION_RESET = "execution_reset"
+    #: Someone asked for a graceful stop (who and when in ``data``).
+    STOP_REQUESTED = "stop_requested"
+    EXECUTION_STOPPED = "execution_stopped"
 
 
 class TokenUsage(BaseModel):
@@ -144,6 +160,9 @@ class ExecutionStatus(BaseModel):
     replay_from_task: str | None = None
     #: How many times this execution was reset from Temporal (CLI or Web UI).
     resets: int = 0
+    #: Who asked for a graceful stop, and when (the workflow's clock).
+    stop_requested_by: str | None = None
+    stop_requested_at: datetime | None = None
 
 
 class CrewResumeState(BaseModel):
@@ -158,6 +177,8 @@ class CrewResumeState(BaseModel):
     generation: int = 0
     #: The crew's plan per task (``planning``), made once.
     plans: dict[str, str] | None = None
+    #: A graceful stop asked for while this run was ending (it applies to the next).
+    stop: StopInput | None = None
 
 
 class ReplaySeed(BaseModel):
@@ -182,6 +203,49 @@ class CrewWorkflowInput(BaseModel):
     resume: CrewResumeState | None = None
     #: Set for a replay (``kasal replay``, ``POST /executions/{id}/replay``).
     seed: ReplaySeed | None = None
+    #: The schedule that started this execution, if one did.
+    schedule_id: str | None = None
+    #: Webhook subscriptions that want this execution's events (looked up at start).
+    webhooks: list[WebhookTarget] = Field(default_factory=list)
+
+
+class WebhookTarget(BaseModel):
+    """A webhook subscription as the workflow sees it: which events go to it. The URL and
+    secret stay in the database; the delivery activity reads them when it delivers."""
+
+    subscription_id: str
+    events: list[str]
+
+
+class WebhookDeliveryInput(BaseModel):
+    """Input of the ``WebhookDelivery`` workflow: one event for some subscriptions.
+
+    ``event_id`` is stable (execution and offset), so a receiver de-duplicates retries and
+    redeliveries by it; ``payload`` is the body, fixed once so every retry sends the same.
+    """
+
+    event_id: str
+    event_type: str
+    execution_id: str
+    subscriptions: list[str]
+    payload: dict[str, Any]
+
+
+class StopInput(BaseModel):
+    """Signal input: stop gracefully (finish the running task, start no new one)."""
+
+    by: str | None = None
+    reason: str | None = Field(default=None, max_length=1000)
+
+
+class WaitingTask(BaseModel):
+    """A task waiting for a person: the output to review, since when, until when."""
+
+    task: str
+    agent: str
+    output: str
+    since: datetime
+    timeout_seconds: float | None = None
 
 
 class TaskOutput(BaseModel):
@@ -217,6 +281,8 @@ class CrewWorkflowResult(BaseModel):
     output_ref: str | None = None
     #: The last task's structured output (CrewAI's ``CrewOutput.json_dict``), if any.
     json_dict: dict[str, Any] | None = None
+    #: True when a graceful stop ended the crew early: ``tasks`` holds the finished ones.
+    stopped: bool = False
 
     @property
     def raw(self) -> str:

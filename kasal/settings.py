@@ -138,6 +138,20 @@ class Settings(BaseSettings):
     login_rate_limit: str = "10/minute"
     execution_rate_limit: str = "60/minute"
 
+    # -- operations (issue 9) ------------------------------------------------------------
+    #: Seconds a force-stop waits for the workflow to acknowledge its cancellation before it
+    #: terminates it.
+    force_stop_seconds: float = Field(default=10.0, gt=0)
+    #: Seconds between the API's passes that reconcile executions ended outside Kasal.
+    reconcile_interval: float = Field(default=2.0, gt=0)
+    #: Seconds between SSE heartbeats (comment lines that keep proxies from closing).
+    sse_heartbeat_seconds: float = Field(default=15.0, gt=0)
+    #: Finished executions older than this many days are purged (with trace and blobs) by
+    #: Kasal's own Temporal schedule ``kasal-retention``. 0 keeps everything.
+    retention_days: float = Field(default=0, ge=0)
+    #: Let webhook subscriptions target private, loopback and link-local addresses.
+    webhook_allow_private: bool = False
+
     def resolved_worker_secret(self) -> str:
         """The workers' signing secret: ``worker_secret``, else one derived from ``secret_key``."""
         if self.worker_secret is not None and self.worker_secret.get_secret_value():

@@ -16,7 +16,7 @@ from typing import Any
 
 from temporalio import workflow
 from temporalio.api.common.v1 import Payload
-from temporalio.common import RetryPolicy, SearchAttributeKey
+from temporalio.common import RetryPolicy, SearchAttributeKey, WorkflowIDReusePolicy
 from temporalio.contrib.workflow_streams import WorkflowStream
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 
@@ -48,7 +48,10 @@ with workflow.unsafe.imports_passed_through():
         SA_CREW_NAME,
         SA_STATUS,
         STATUS_QUERY,
+        STOP_SIGNAL,
         TRACE_QUERY,
+        WAITING_QUERY,
+        WEBHOOK_WORKFLOW,
     )
     from kasal.exceptions import InvalidSpecError
     from kasal.execution import (
@@ -63,11 +66,14 @@ with workflow.unsafe.imports_passed_through():
         FeedbackInput,
         FeedbackResult,
         ReplaySeed,
+        StopInput,
         TaskOutput,
         TaskState,
         TaskStatus,
         TokenUsage,
         TraceQueryInput,
+        WaitingTask,
+        WebhookDeliveryInput,
     )
     from kasal.spec import CrewSpec, TaskSpec
 
@@ -118,6 +124,11 @@ class CrewWorkflow:
         self._resets_pending = 0
         #: The crew's plan per task (``planning``), made once per execution.
         self._plans: dict[str, str] | None = None
+        self._stop: StopInput | None = None
+        self._waiting_info: dict[str, WaitingTask] = {}
+        self._webhooks = list(data.webhooks)
+        self._deliveries: list[asyncio.Task[None]] = []
+        self._execution_id = data.execution_id
         status = ExecutionStatus(
             execution_id=data.execution_id,
             crew_name=data.spec.name,
@@ -138,12 +149,17 @@ class CrewWorkflow:
             self._runs = dict(resume.runs)
             self._generation = resume.generation + 1
             self._plans = dict(resume.plans) if resume.plans is not None else None
+            self._stop = resume.stop
         self._book = ExecutionBook(
             status,
             events,
             publish=self._topic.publish,
             history_position=lambda: workflow.info().get_current_history_length(),
         )
+        #: Events the workflow emitted itself (not reports of activities): what numbers a
+        #: webhook event id. Reports count in offsets but are accepted only with a valid
+        #: signature, so ids made of offsets would depend on the workers' secret on replay.
+        self._own_events = sum(1 for e in events if e.event_id.startswith("wf-"))
         # Core hands the workflow a new random seed exactly when its history shows a reset
         # (WorkflowTaskFailed, cause ResetWorkflow): a deterministic place to mark it.
         workflow.register_random_seed_callback(self._on_reset)
@@ -192,6 +208,8 @@ class CrewWorkflow:
             for index, task in enumerate(spec.tasks):
                 if task.name in outputs:
                     continue  # finished in an earlier run
+                if self._stop is not None:
+                    break  # a graceful stop: the running tasks finish, no new one starts
                 step = self._run_task(data.execution_id, spec, index, outputs)
                 if task.async_execution:
                     pending.append(asyncio.create_task(step))
@@ -200,8 +218,10 @@ class CrewWorkflow:
                 done_this_run += len(pending) + 1
                 pending = []
                 await step
-                if index + 1 < len(spec.tasks) and self._should_continue_as_new(
-                    data, done_this_run
+                if (
+                    index + 1 < len(spec.tasks)
+                    and self._stop is None
+                    and self._should_continue_as_new(data, done_this_run)
                 ):
                     await self._continue_as_new(data)
             await self._gather(pending)
@@ -223,6 +243,8 @@ class CrewWorkflow:
             self._emit(EventType.EXECUTION_CANCELLED, data={})
             await self._finish(ExecutionState.CANCELLED)
             raise
+        if self._stop is not None and any(t.name not in outputs for t in spec.tasks):
+            return await self._stopped(data, spec)
         last = spec.tasks[-1].name
         result = CrewWorkflowResult(
             execution_id=data.execution_id,
@@ -285,6 +307,7 @@ class CrewWorkflow:
         while self._resets_pending:
             self._resets_pending -= 1
             self._status.resets += 1
+            self._own_events += 1  # a workflow event too (webhook ids count them)
             self._book.emit(
                 EventType.EXECUTION_RESET,
                 workflow.now(),
@@ -329,6 +352,33 @@ class CrewWorkflow:
             },
         )
 
+    async def _stopped(self, data: CrewWorkflowInput, spec: CrewSpec) -> CrewWorkflowResult:
+        """End after a graceful stop: what finished is the result, the rest never started."""
+        outputs = self._outputs
+        done = [outputs[t.name] for t in spec.tasks if t.name in outputs]
+        skipped = [t.name for t in spec.tasks if t.name not in outputs]
+        self._cancel_unfinished()
+        result = CrewWorkflowResult(
+            execution_id=data.execution_id,
+            output=done[-1].raw if done else "",
+            output_ref=done[-1].ref if done else None,
+            tasks=done,
+            token_usage=self._status.token_usage,
+            stopped=True,
+        )
+        assert self._stop is not None
+        self._emit(
+            EventType.EXECUTION_STOPPED,
+            data={
+                "by": self._stop.by,
+                "reason": self._stop.reason,
+                "completed_tasks": [t.name for t in done],
+                "not_started": skipped,
+            },
+        )
+        await self._finish(ExecutionState.STOPPED, result)
+        return result
+
     def _cancel_unfinished(self) -> None:
         """Every task that did not finish is cancelled (the execution is over)."""
         self._book.cancel_unfinished(workflow.now())
@@ -357,6 +407,7 @@ class CrewWorkflow:
                 stream=stream_state,
                 generation=self._generation,
                 plans=self._plans,
+                stop=self._stop,
             )
             return [data.model_copy(update={"resume": resume})]
 
@@ -705,6 +756,13 @@ class CrewWorkflow:
             data={"output": output, "timeout_seconds": task.human_input_timeout},
         )
         self._waiting[task.name] = None
+        self._waiting_info[task.name] = WaitingTask(
+            task=task.name,
+            agent=task.agent,
+            output=output,
+            since=workflow.now(),
+            timeout_seconds=task.human_input_timeout,
+        )
         try:
             await workflow.wait_condition(
                 lambda: self._waiting.get(task.name) is not None,
@@ -724,6 +782,7 @@ class CrewWorkflow:
         # No ``finally``: when a worker shuts down it evicts waiting workflows by closing
         # their coroutines, and workflow calls made then fail (_NotInWorkflowEventLoopError).
         verdict = self._waiting.pop(task.name, None)
+        self._waiting_info.pop(task.name, None)
         if not self._waiting:
             self._set_state(ExecutionState.RUNNING)
         assert verdict is not None
@@ -735,6 +794,9 @@ class CrewWorkflow:
         self._status.ended_at = workflow.now()
         self._set_state(state)
         await self._record(result)
+        # Webhook deliveries run on as workflows of their own: wait until each has started.
+        if self._deliveries:
+            await asyncio.gather(*self._deliveries, return_exceptions=True)
         # Let subscribers drain, then end: a poll left hanging would be lost with the run.
         self._stream.detach_pollers()
         await workflow.wait_condition(workflow.all_handlers_finished)
@@ -789,12 +851,54 @@ class CrewWorkflow:
         data: dict[str, Any] | None = None,
     ) -> None:
         self._flush_resets()
-        self._book.emit(kind, workflow.now(), task=task, agent=agent, attempt=attempt, data=data)
+        event = self._book.emit(
+            kind, workflow.now(), task=task, agent=agent, attempt=attempt, data=data
+        )
+        number = self._own_events
+        self._own_events += 1
+        targets = [w.subscription_id for w in self._webhooks if event.type in w.events]
+        if targets:
+            self._deliveries.append(asyncio.create_task(self._deliver(event, number, targets)))
         self._show_details()
 
     def _show_details(self) -> None:
         """What the Web UI and ``temporal workflow describe`` show as current details."""
         workflow.set_current_details(webui.current_details(self._status, self._llm_calls))
+
+    async def _deliver(self, event: Event, number: int, subscriptions: list[str]) -> None:
+        """Hand an event to a delivery workflow of its own (retrying activities; it outlives
+        this run). Its id is stable per event (the execution and the event's number among
+        the workflow's own), so a replay or reset never delivers twice."""
+        offset = event.offset if event.offset is not None else 0
+        event_id = f"evt_{self._execution_id}_{number}"
+        try:
+            await workflow.start_child_workflow(
+                WEBHOOK_WORKFLOW,
+                WebhookDeliveryInput(
+                    event_id=event_id,
+                    event_type=str(event.type),
+                    execution_id=self._execution_id,
+                    subscriptions=subscriptions,
+                    payload={
+                        "type": str(event.type),
+                        "timestamp": event.timestamp.isoformat(),
+                        "data": {
+                            "execution_id": self._execution_id,
+                            "crew_name": self._status.crew_name,
+                            "offset": offset,
+                            "task": event.task,
+                            "agent": event.agent,
+                            **event.data,
+                        },
+                    },
+                ),
+                id=f"kasal-webhook-{event_id}",
+                parent_close_policy=workflow.ParentClosePolicy.ABANDON,
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                static_summary=f"webhook {event.type}",
+            )
+        except Exception as exc:  # already started by an earlier run (a reset): delivered
+            workflow.logger.info("webhook delivery %s not started: %s", event_id, exc)
 
     # -- handlers ---------------------------------------------------------------------------
 
@@ -819,6 +923,28 @@ class CrewWorkflow:
             if event.type == EventType.LLM_CALL and event.task:
                 self._llm_calls[event.task] = self._llm_calls.get(event.task, 0) + 1
         self._show_details()
+
+    @workflow.signal(
+        name=STOP_SIGNAL,
+        description="Stop gracefully: the running task finishes, no new task starts, the "
+        'execution ends "stopped". {"by": who, "reason": why}; a second stop changes nothing.',
+    )
+    def on_stop(self, data: StopInput) -> None:
+        """A graceful stop."""
+        if self._stop is not None or self._status.state.finished:
+            return
+        self._stop = data
+        self._status.stop_requested_by = data.by
+        self._status.stop_requested_at = workflow.now()
+        self._emit(EventType.STOP_REQUESTED, data={"by": data.by, "reason": data.reason})
+
+    @workflow.query(
+        name=WAITING_QUERY,
+        description="Tasks waiting for a person: output to review, since when, timeout.",
+    )
+    def waiting(self) -> list[WaitingTask]:
+        """Tasks waiting for human input now."""
+        return list(self._waiting_info.values())
 
     @workflow.query(
         name=STATUS_QUERY,

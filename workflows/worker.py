@@ -16,6 +16,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 from kasal.db.journal import JournalStore
 from kasal.settings import Settings, get_settings
 from workflows.crew_workflow import CrewWorkflow
+from workflows.operations import RetentionWorkflow, ScheduledCrewRun, WebhookDeliveryWorkflow
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +121,7 @@ def build_worker(
     default in the same database), blobs, the record.
     """
     from activities.crew_activities import CrewActivities
+    from activities.operations import OperationsActivities
     from activities.persistence import PersistenceActivities
     from kasal import signing
     from kasal.blobs import BlobStore
@@ -139,16 +141,20 @@ def build_worker(
         journal, executor=executor, blobs=BlobStore(sessions), memory=MemoryStore(sessions)
     )
     persistence = PersistenceActivities(sessions, journal)
+    operations = OperationsActivities(sessions, settings)
     return Worker(
         client,
         task_queue=task_queue,
-        workflows=[CrewWorkflow],
+        workflows=[CrewWorkflow, ScheduledCrewRun, WebhookDeliveryWorkflow, RetentionWorkflow],
         activities=[
             activities.run_task,
             activities.manager_step,
             activities.plan_crew,
             activities.stash_outputs,
             persistence.record_execution,
+            operations.prepare_scheduled_run,
+            operations.deliver_webhook,
+            operations.purge_expired,
         ],
         workflow_runner=workflow_runner(),
         max_concurrent_activities=settings.max_concurrent_activities,
@@ -186,9 +192,26 @@ async def run_worker(
                 client, task_queue, session_factory(engine), settings=settings, executor=executor
             )
             async with worker:
+                await _retention(client, settings, task_queue)
                 log.info("worker polling task queue %s", task_queue)
                 if ready is not None:
                     ready.set()
                 await (stop.wait() if stop is not None else asyncio.Event().wait())
     finally:
         await engine.dispose()
+
+
+async def _retention(client: Client, settings: Settings, task_queue: str) -> None:
+    """Kasal's retention schedule, as this worker's settings say (only workers of the
+    shared queue manage it: a process-local queue disappears with its process)."""
+    if task_queue != settings.task_queue:
+        return
+    from kasal.schedules import ensure_retention_schedule
+
+    try:
+        if await ensure_retention_schedule(client, settings.retention_days, task_queue=task_queue):
+            log.info(
+                "retention: executions finished %g days ago are purged", settings.retention_days
+            )
+    except Exception as exc:
+        log.warning("could not set up the retention schedule: %s", exc)

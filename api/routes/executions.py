@@ -11,9 +11,11 @@ import asyncio
 import dataclasses
 import logging
 import time
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, status
+from fastapi.responses import JSONResponse
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -30,6 +32,7 @@ from api.schemas import (
     CancelOut,
     ExecutionCreate,
     ExecutionOut,
+    ExecutionPending,
     ExecutionResultOut,
     ExecutionStarted,
     ExecutionSummary,
@@ -45,12 +48,13 @@ from api.services.executions import (
     start_execution_for,
     temporal_error,
 )
+from api.services.lifecycle import wait_closed
 from api.services.replay import replay_execution
 from kasal.blobs import BlobStore, resolve_result
 from kasal.client import ExecutionHandle
 from kasal.db.models import Execution
-from kasal.db.repositories import FINISHED, ExecutionRepository
-from kasal.exceptions import ConflictError, TemporalUnavailableError
+from kasal.db.repositories import FINISHED, ExecutionFilter, ExecutionRepository
+from kasal.exceptions import ConflictError, PermissionDeniedError, TemporalUnavailableError
 from kasal.execution import (
     CrewWorkflowResult,
     ExecutionState,
@@ -58,6 +62,7 @@ from kasal.execution import (
     TaskStatus,
     TokenUsage,
 )
+from kasal.reconcile import reconcile_execution
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/executions", tags=["executions"])
@@ -76,6 +81,39 @@ IdempotencyKey = Annotated[
 ]
 StatusFilter = Annotated[ExecutionState | None, Query(alias="status")]
 CrewFilter = Annotated[str | None, Query(pattern=r"^[0-9a-f]{32}$")]
+ScheduleFilter = Annotated[
+    str | None, Query(pattern=r"^[0-9a-f]{32}$", description="runs of this schedule")
+]
+OwnerFilter = Annotated[
+    str | None,
+    Query(pattern=r"^[0-9a-f]{32}$", description="admins only: another user's executions"),
+]
+AfterFilter = Annotated[datetime | None, Query(description="created at or after")]
+BeforeFilter = Annotated[datetime | None, Query(description="created before")]
+TextFilter = Annotated[
+    str | None, Query(alias="q", max_length=200, description="text in the crew name")
+]
+#: Longest ``?wait=`` a result request may block.
+MAX_WAIT_SECONDS = 300
+
+
+def list_scope(
+    user: Any,
+    owner_id: str | None,
+    schedule_id: str | None,
+    created_after: datetime | None,
+    created_before: datetime | None,
+    text: str | None,
+) -> tuple[str | None, ExecutionFilter]:
+    """The owner to list for (only admins may name another) and the other filters."""
+    if owner_id is not None and owner_id != user.id and not user.is_admin:
+        raise PermissionDeniedError("only an admin may list another user's executions")
+    return owner_id or user.id, ExecutionFilter(
+        schedule_id=schedule_id,
+        created_after=created_after,
+        created_before=created_before,
+        text=text,
+    )
 
 
 @router.post("", response_model=ExecutionStarted, status_code=status.HTTP_202_ACCEPTED)
@@ -151,16 +189,24 @@ async def list_executions(
     session: SessionDep,
     status_filter: StatusFilter = None,
     crew_id: CrewFilter = None,
+    schedule_id: ScheduleFilter = None,
+    owner_id: OwnerFilter = None,
+    created_after: AfterFilter = None,
+    created_before: BeforeFilter = None,
+    text: TextFilter = None,
     offset: Offset = 0,
     limit: Limit = 20,
 ):
-    """The caller's executions, newest first, optionally by status and crew."""
+    """The caller's executions, newest first, by status, crew, schedule, creation time and
+    text in the crew name (admins: any owner's)."""
+    owner, filters = list_scope(user, owner_id, schedule_id, created_after, created_before, text)
     items, total = await ExecutionRepository(session).list(
-        user.id,
+        owner,
         status=status_filter.value if status_filter else None,
         crew_id=crew_id,
         offset=offset,
         limit=limit,
+        filters=filters,
     )
     return Page[ExecutionSummary](
         items=[ExecutionSummary.model_validate(e) for e in items],
@@ -249,10 +295,50 @@ async def get_execution(
     )
 
 
-@router.get("/{execution_id}/result", response_model=ExecutionResultOut)
-async def get_result(execution_id: IdPath, user: CurrentUser, session: SessionDep, state: StateDep):
-    """The final output, per-task outputs and token usage; 409 until the execution ends."""
+@router.get(
+    "/{execution_id}/result",
+    response_model=ExecutionResultOut,
+    responses={202: {"model": ExecutionPending, "description": "?wait= ran out before the end"}},
+)
+async def get_result(
+    execution_id: IdPath,
+    user: CurrentUser,
+    session: SessionDep,
+    state: StateDep,
+    wait: Annotated[
+        float,
+        Query(
+            ge=0,
+            le=MAX_WAIT_SECONDS,
+            description="seconds to wait for the end (answered the moment it ends); "
+            "202 with the status if it has not ended by then",
+        ),
+    ] = 0,
+) -> Any:
+    """The final output, per-task outputs and token usage. Without ``wait``, 409 until the
+    execution ends; with it, blocks until the end or answers 202 with the status."""
     execution = await ExecutionRepository(session).get(execution_id, user.id)
+    if execution.status not in FINISHED and wait > 0:
+        # Wait on Temporal (a long poll), holding no database connection meanwhile.
+        await session.commit()
+        client = await state.temporal.get()
+        began = time.monotonic()
+        if await wait_closed(client, execution.id, wait):
+            # A crew records its end before it closes; one ended outside Kasal is
+            # reconciled now rather than at the next pass.
+            await reconcile_execution(client, state.sessions, execution.id)
+            await session.refresh(execution)
+        if execution.status not in FINISHED:
+            live = await live_status(state, execution)
+            if live is None or not live.state.finished:
+                return JSONResponse(
+                    status_code=status.HTTP_202_ACCEPTED,
+                    content=ExecutionPending(
+                        execution_id=execution.id,
+                        status=live.state.value if live else execution.status,
+                        waited_seconds=round(time.monotonic() - began, 3),
+                    ).model_dump(),
+                )
     if execution.status in FINISHED:
         result = CrewWorkflowResult.model_validate(execution.result) if execution.result else None
         usage = TokenUsage.model_validate(execution.token_usage or {})

@@ -29,6 +29,7 @@ from kasal.db.repositories import CrewRepository, ExecutionRepository
 from kasal.exceptions import ConflictError, TemporalUnavailableError
 from kasal.execution import ExecutionState
 from kasal.spec import CrewSpec
+from kasal.webhooks import targets_for
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +138,7 @@ async def start_execution_for(
         existing = await executions.get_by_idempotency_key(request.owner_id, key)
         if existing is not None:
             replayed = _replayed(existing, digest)
-            await _ensure_started(client, existing, options)
+            await _ensure_started(session, client, existing, options)
             return replayed
     # After the replay above: a key already answered stays answered even if a tool is gone.
     await check_runnable(
@@ -190,6 +191,7 @@ async def _start_or_compensate(
     options: WorkflowOptions,
 ) -> None:
     try:
+        webhooks = await targets_for(session, request.owner_id, request.crew_id)
         await start_execution(
             client,
             spec,
@@ -198,6 +200,7 @@ async def _start_or_compensate(
             execution_id=execution.id,
             crew_id=request.crew_id,
             owner=request.owner_id,
+            webhooks=webhooks,
             # False only where the server refused to register them (then starting with
             # them would fail): the Web UI loses its filters, nothing else.
             search_attributes=options.search_attributes,
@@ -222,7 +225,9 @@ async def workflow_exists(client: Client, execution_id: str) -> bool:
         return False
 
 
-async def _ensure_started(client: Client, execution: Execution, options: WorkflowOptions) -> None:
+async def _ensure_started(
+    session: AsyncSession, client: Client, execution: Execution, options: WorkflowOptions
+) -> None:
     """A retried start whose first try died between writing the row and starting the
     workflow (a crashed API process) starts it now: the key never sticks to a dead row.
 
@@ -243,6 +248,7 @@ async def _ensure_started(client: Client, execution: Execution, options: Workflo
             crew_id=execution.crew_id,
             owner=execution.owner_id,
             search_attributes=options.search_attributes,
+            webhooks=await targets_for(session, execution.owner_id, execution.crew_id),
         )
     except RPCError as exc:
         raise temporal_error(exc) from None

@@ -135,6 +135,69 @@ class Execution(Base):
     #: task it re-ran from.
     replay_of: Mapped[str | None] = mapped_column(String(32))
     replay_from_task: Mapped[str | None] = mapped_column(String(100))
+    #: The schedule whose run this is (no foreign key: runs outlive their schedule).
+    schedule_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    #: Who asked to stop it, when, and how (``stop`` graceful, ``force_stop``).
+    stop_requested_by: Mapped[str | None] = mapped_column(String(320))
+    stop_requested_at: Mapped[datetime | None] = mapped_column()
+    stop_mode: Mapped[str | None] = mapped_column(String(16))
+
+
+class Schedule(Base):
+    """A crew on a timetable: the timetable lives in a Temporal Schedule
+    (``kasal-sched-<id>``); this row says whose it is and what it runs."""
+
+    __tablename__ = "schedules"
+    __table_args__ = (Index("ix_schedules_owner_created", "owner_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    owner_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(200))
+    crew_id: Mapped[str | None] = mapped_column(String(32))
+    spec: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    inputs: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class WebhookSubscription(Base):
+    """Where to POST which events of an owner's executions (all, one crew's, one
+    schedule's). ``secret`` signs deliveries (Standard Webhooks); shown once at creation."""
+
+    __tablename__ = "webhook_subscriptions"
+    __table_args__ = (Index("ix_webhook_subscriptions_owner", "owner_id"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    owner_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    url: Mapped[str] = mapped_column(String(2000))
+    secret: Mapped[str] = mapped_column(String(200))
+    events: Mapped[list[str]] = mapped_column(JSON, default=list)
+    crew_id: Mapped[str | None] = mapped_column(String(32))
+    schedule_id: Mapped[str | None] = mapped_column(String(32))
+    description: Mapped[str] = mapped_column(Text, default="")
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class WebhookDelivery(Base):
+    """One delivery attempt of one event to one subscription: the delivery log."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (Index("ix_webhook_deliveries_sub_created", "subscription_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    subscription_id: Mapped[str] = mapped_column(
+        ForeignKey("webhook_subscriptions.id", ondelete="CASCADE")
+    )
+    event_id: Mapped[str] = mapped_column(String(100))
+    event_type: Mapped[str] = mapped_column(String(64))
+    execution_id: Mapped[str | None] = mapped_column(String(32))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    attempt: Mapped[int] = mapped_column(Integer, default=1)
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    succeeded: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class TraceEvent(Base):

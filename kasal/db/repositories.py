@@ -8,6 +8,7 @@ so another user's row is simply not found.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -145,6 +146,41 @@ class CrewRepository:
         await self.session.flush()
 
 
+@dataclass(frozen=True)
+class ExecutionFilter:
+    """Filters of execution lists beyond owner, status and crew."""
+
+    schedule_id: str | None = None
+    #: Created at or after / before these times.
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    #: Text the crew name contains (case-insensitive).
+    text: str | None = None
+
+
+def _where(
+    owner_id: str | None, status: str | None, crew_id: str | None, f: ExecutionFilter | None
+) -> list[Any]:
+    where: list[Any] = []
+    if owner_id is not None:
+        where.append(Execution.owner_id == owner_id)
+    if status is not None:
+        where.append(Execution.status == status)
+    if crew_id is not None:
+        where.append(Execution.crew_id == crew_id)
+    if f is not None:
+        if f.schedule_id is not None:
+            where.append(Execution.schedule_id == f.schedule_id)
+        if f.created_after is not None:
+            where.append(Execution.created_at >= f.created_after)
+        if f.created_before is not None:
+            where.append(Execution.created_at < f.created_before)
+        if f.text:
+            escaped = f.text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            where.append(Execution.crew_name.ilike(f"%{escaped}%", escape="\\"))
+    return where
+
+
 class ExecutionRepository:
     """Executions: created by the API, finished by the record activity."""
 
@@ -176,19 +212,17 @@ class ExecutionRepository:
 
     async def list(
         self,
-        owner_id: str,
+        owner_id: str | None,
         *,
         status: str | None = None,
         crew_id: str | None = None,
         offset: int,
         limit: int,
+        filters: ExecutionFilter | None = None,
     ) -> tuple[Sequence[Execution], int]:
-        """A page of the owner's executions, newest first, and how many match."""
-        where = [Execution.owner_id == owner_id]
-        if status is not None:
-            where.append(Execution.status == status)
-        if crew_id is not None:
-            where.append(Execution.crew_id == crew_id)
+        """A page of the owner's executions (everyone's with ``owner_id`` None: admins),
+        newest first, and how many match."""
+        where = _where(owner_id, status, crew_id, filters)
         total = await self.session.scalar(select(func.count()).select_from(Execution).where(*where))
         query = (
             select(Execution)
@@ -198,6 +232,18 @@ class ExecutionRepository:
             .limit(limit)
         )
         return (await self.session.scalars(query)).all(), int(total or 0)
+
+    async def counts(
+        self,
+        owner_id: str | None,
+        *,
+        crew_id: str | None = None,
+        filters: ExecutionFilter | None = None,
+    ) -> dict[str, int]:
+        """How many matching executions are in each state (states with none are left out)."""
+        where = _where(owner_id, None, crew_id, filters)
+        query = select(Execution.status, func.count()).where(*where).group_by(Execution.status)
+        return {status: int(n) for status, n in (await self.session.execute(query)).all()}
 
     async def delete(self, execution: Execution) -> None:
         """Remove an execution that never started."""

@@ -12,10 +12,11 @@ import contextlib
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from kasal.client import start_execution
 from kasal.exceptions import KasalError
-from kasal.execution import EventType
+from kasal.execution import EventType, WebhookTarget
 from tests.fixtures.temporal import client_for, running_worker, start_server, unique_queue
 from tests.helpers import FAST_RETRY, crew
 
@@ -94,6 +95,28 @@ SCENARIOS = {
         agents=[{**FLAKY, "llm": {"model": "offline/s", "options": {"latency_ms": 30_000}}}],
         timeout={"start_to_close": 120, "heartbeat": 2},
     ),
+    # Issue 9: a graceful stop while the first task runs; webhook deliveries as children.
+    "stopped": crew(
+        [
+            {"name": "first", "description": "First"},
+            {"name": "second", "description": "Second"},
+            {"name": "third", "description": "Third"},
+        ],
+        agents=[{**FLAKY, "llm": {"model": "offline/s", "options": {"latency_ms": 1500}}}],
+    ),
+    "webhooks": crew(
+        [{"name": "one", "description": "One"}, {"name": "two", "description": "Two"}],
+    ),
+}
+#: Extra start options per scenario.
+START_OPTIONS: dict[str, dict[str, Any]] = {
+    "webhooks": {
+        "webhooks": [
+            WebhookTarget(
+                subscription_id="0" * 32, events=["task_completed", "execution_completed"]
+            )
+        ]
+    },
 }
 
 
@@ -110,7 +133,11 @@ async def record(out_dir: Path = HERE) -> list[Path]:
                     if path.exists():
                         continue
                     handle = await start_execution(
-                        client, spec, task_queue=queue, execution_id=f"history-{name}"
+                        client,
+                        spec,
+                        task_queue=queue,
+                        execution_id=f"history-{name}",
+                        **START_OPTIONS.get(name, {}),
                     )
                     if name == "human_input_rerun":
                         reviews = 0
@@ -121,6 +148,11 @@ async def record(out_dir: Path = HERE) -> list[Path]:
                                     await handle.feedback(approve=False, feedback="Shorter")
                                 else:
                                     await handle.feedback(approve=True)
+                    if name == "stopped":
+                        async for event in handle.events():
+                            if event.type == EventType.TASK_STARTED:
+                                await handle.stop(by="recorder", reason="enough")
+                                break
                     if name == "cancelled":
                         async for event in handle.events():
                             if event.type == EventType.TASK_STARTED:

@@ -43,6 +43,8 @@ def test_recorded_histories_exist():
         "hierarchical",
         "failed_non_retryable",
         "cancelled",
+        "stopped",
+        "webhooks",
         "sequential_context_tools.v0",  # recorded with the first release of the workflow
     }
 
