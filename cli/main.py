@@ -48,9 +48,27 @@ def _register_operations() -> None:
 
 
 def main() -> None:
-    """Entry point of the ``kasal`` script."""
+    """Entry point of the ``kasal`` script.
+
+    Leaves with ``os._exit`` once the command has finished and flushed: the Temporal
+    client's native threads can outlive the event loop and abort the interpreter's teardown
+    (``PyGILState_Release ... finalizing``, temporalio/sdk-python#300), turning a command
+    that succeeded into a crash.
+    """
+    import logging
+
     disable_crewai_telemetry()
-    app()
+    try:
+        app()  # standalone: it always ends in SystemExit with the command's exit code
+        code = 0
+    except SystemExit as done:
+        code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+        if isinstance(done.code, str):
+            print(done.code, file=sys.stderr)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _parse_inputs(pairs: list[str]) -> dict[str, Any]:
