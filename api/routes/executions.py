@@ -12,12 +12,13 @@ import logging
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, status
+from fastapi import APIRouter, Header, Query, Request, status
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from api.audit import note
 from api.deps import (
-    CurrentUser,
+    CurrentPrincipal,
     IdPath,
     Limit,
     Offset,
@@ -25,6 +26,7 @@ from api.deps import (
     StateDep,
     TemporalClientDep,
 )
+from api.errors import QuotaExceededError
 from api.schemas import (
     CancelOut,
     ExecutionCreate,
@@ -36,6 +38,7 @@ from api.schemas import (
     FeedbackOut,
     Page,
 )
+from api.services.access import crew_for, execution_for, group_for_new
 from api.services.executions import (
     StartRequest,
     WorkflowOptions,
@@ -43,10 +46,13 @@ from api.services.executions import (
     start_execution_for,
     temporal_error,
 )
+from kasal import metrics
+from kasal.access import Role
 from kasal.blobs import BlobStore, resolve_result
 from kasal.client import ExecutionHandle
 from kasal.db.models import Execution
 from kasal.db.repositories import FINISHED, ExecutionRepository
+from kasal.db.teams import SharedRows
 from kasal.exceptions import ConflictError, TemporalUnavailableError
 from kasal.execution import (
     CrewWorkflowResult,
@@ -78,43 +84,89 @@ CrewFilter = Annotated[str | None, Query(pattern=r"^[0-9a-f]{32}$")]
 @router.post("", response_model=ExecutionStarted, status_code=status.HTTP_202_ACCEPTED)
 async def start(
     body: ExecutionCreate,
-    user: CurrentUser,
+    http: Request,
+    principal: CurrentPrincipal,
     session: SessionDep,
     state: StateDep,
     client: TemporalClientDep,
     idempotency_key: IdempotencyKey = None,
 ) -> ExecutionStarted:
-    """Start a crew. With ``Idempotency-Key`` a retried request returns the same execution."""
-    owner_id = user.id  # read once: the service may roll the session back (expiring ``user``)
+    """Start a crew (operators and up). The execution belongs to the crew's group (an
+    inline spec: the caller's current group). With ``Idempotency-Key`` a retried request
+    returns the same execution. 429 past the per-user or per-group start rate, or when the
+    group already runs its quota of executions (``KASAL_GROUP_MAX_CONCURRENT_EXECUTIONS``).
+    """
+    owner_id = principal.user_id
+    if body.crew_id is not None:
+        group_id = (await crew_for(session, principal, body.crew_id, Role.OPERATOR)).group_id
+    else:
+        group_id = group_for_new(principal, Role.OPERATOR)
     await state.execution_limiter.hit(owner_id)
+    if group_id is not None and state.group_limiter is not None:
+        await state.group_limiter.hit(group_id)
     request = StartRequest(
         owner_id=owner_id,
         crew_id=body.crew_id,
         spec=body.spec,
         inputs=body.inputs,
         idempotency_key=idempotency_key,
+        group_id=group_id,
     )
     spec = await resolve_spec(session, request)
+    quota = state.settings.group_max_concurrent_executions
+    if quota and group_id is not None:
+        await _check_quota(session, group_id, quota, owner_id, idempotency_key)
     options = WorkflowOptions(
         task_queue=state.settings.task_queue,
         search_attributes=state.temporal.search_attributes,
         llm_base_urls=tuple(state.settings.llm_base_urls),
     )
-    return await start_execution_for(session, client, request, spec, options)
+    started = await start_execution_for(session, client, request, spec, options)
+    metrics.EXECUTIONS_STARTED.inc()
+    note(
+        http,
+        "execution.start",
+        "execution",
+        started.execution_id,
+        group_id=group_id,
+        after={"execution_id": started.execution_id, "crew_id": body.crew_id},
+    )
+    return started
+
+
+async def _check_quota(
+    session: Any, group_id: str, quota: int, owner_id: str, idempotency_key: str | None
+) -> None:
+    """429 if the group runs ``quota`` executions already. A retried start (its
+    Idempotency-Key known) is let through: it starts nothing new."""
+    if idempotency_key is not None:
+        known = await ExecutionRepository(session).get_by_idempotency_key(owner_id, idempotency_key)
+        if known is not None:
+            return
+    rows = SharedRows(session)
+    await rows.lock_group(group_id)  # held until the start commits its row
+    running = await rows.running_in_group(group_id)
+    if running >= quota:
+        raise QuotaExceededError(
+            f"this group runs {running} executions, its quota is {quota}: retry when one ends",
+            running=running,
+            quota=quota,
+        )
 
 
 @router.get("", response_model=Page[ExecutionSummary])
 async def list_executions(
-    user: CurrentUser,
+    principal: CurrentPrincipal,
     session: SessionDep,
     status_filter: StatusFilter = None,
     crew_id: CrewFilter = None,
     offset: Offset = 0,
     limit: Limit = 20,
 ):
-    """The caller's executions, newest first, optionally by status and crew."""
-    items, total = await ExecutionRepository(session).list(
-        user.id,
+    """The executions of the caller's groups, newest first, optionally by status and crew."""
+    items, total = await SharedRows(session).executions(
+        principal.visible_groups(),
+        None if principal.key_id else principal.user_id,
         status=status_filter.value if status_filter else None,
         crew_id=crew_id,
         offset=offset,
@@ -174,11 +226,11 @@ def stored_tasks(execution: Execution) -> list[TaskStatus]:
 
 @router.get("/{execution_id}", response_model=ExecutionOut)
 async def get_execution(
-    execution_id: IdPath, user: CurrentUser, session: SessionDep, state: StateDep
+    execution_id: IdPath, principal: CurrentPrincipal, session: SessionDep, state: StateDep
 ):
     """An execution's state and per-task progress."""
     executions = ExecutionRepository(session)
-    execution = await executions.get(execution_id, user.id)
+    execution = await execution_for(session, principal, execution_id)
     base = ExecutionSummary.model_validate(execution).model_dump()
     if execution.status not in FINISHED:
         live = await live_status(state, execution)
@@ -208,9 +260,11 @@ async def get_execution(
 
 
 @router.get("/{execution_id}/result", response_model=ExecutionResultOut)
-async def get_result(execution_id: IdPath, user: CurrentUser, session: SessionDep, state: StateDep):
+async def get_result(
+    execution_id: IdPath, principal: CurrentPrincipal, session: SessionDep, state: StateDep
+):
     """The final output, per-task outputs and token usage; 409 until the execution ends."""
-    execution = await ExecutionRepository(session).get(execution_id, user.id)
+    execution = await execution_for(session, principal, execution_id)
     if execution.status in FINISHED:
         result = CrewWorkflowResult.model_validate(execution.result) if execution.result else None
         usage = TokenUsage.model_validate(execution.token_usage or {})
@@ -255,13 +309,23 @@ def _result_out(
 )
 async def cancel(
     execution_id: IdPath,
-    user: CurrentUser,
+    http: Request,
+    principal: CurrentPrincipal,
     session: SessionDep,
     state: StateDep,
     client: TemporalClientDep,
 ):
-    """Ask a running execution to stop. Idempotent: cancelling a finished one changes nothing."""
-    execution = await ExecutionRepository(session).get(execution_id, user.id)
+    """Ask a running execution to stop (operators and up). Idempotent: cancelling a finished
+    one changes nothing."""
+    execution = await execution_for(session, principal, execution_id, Role.OPERATOR)
+    note(
+        http,
+        "execution.cancel",
+        "execution",
+        execution.id,
+        group_id=execution.group_id,
+        before={"status": execution.status},
+    )
     if execution.status in FINISHED:
         return CancelOut(execution_id=execution.id, status=execution.status, cancel_requested=False)
     live = await live_status(state, execution)
@@ -284,12 +348,22 @@ FEEDBACK_TIMEOUT = 15
 async def feedback(
     execution_id: IdPath,
     body: FeedbackIn,
-    user: CurrentUser,
+    http: Request,
+    principal: CurrentPrincipal,
     session: SessionDep,
     client: TemporalClientDep,
 ):
-    """Human input for a task waiting for review; 409 if no task is waiting."""
-    execution = await ExecutionRepository(session).get(execution_id, user.id)
+    """Human input for a task waiting for review (operators and up); 409 if no task is
+    waiting."""
+    execution = await execution_for(session, principal, execution_id, Role.OPERATOR)
+    note(
+        http,
+        "execution.feedback",
+        "execution",
+        execution.id,
+        group_id=execution.group_id,
+        after={"approve": body.approve, "task": body.task},
+    )
     if execution.status in FINISHED:
         raise ConflictError(f"execution {execution_id} has finished ({execution.status})")
     handle = ExecutionHandle(client, execution.id)

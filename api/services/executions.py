@@ -25,8 +25,9 @@ from api.services.catalog import check_runnable
 from kasal.client import ExecutionHandle, new_execution_id, start_execution
 from kasal.constants import workflow_id_for
 from kasal.db.models import Execution
-from kasal.db.repositories import CrewRepository, ExecutionRepository
-from kasal.exceptions import ConflictError, TemporalUnavailableError
+from kasal.db.repositories import ExecutionRepository
+from kasal.db.teams import SharedRows
+from kasal.exceptions import ConflictError, NotFoundError, TemporalUnavailableError
 from kasal.execution import ExecutionState
 from kasal.spec import CrewSpec
 
@@ -46,6 +47,9 @@ class StartRequest:
     spec: dict[str, Any] | None
     inputs: dict[str, Any]
     idempotency_key: str | None = None
+    #: The group the execution belongs to (issue 10): the crew's, or the caller's current
+    #: one for an inline spec. None: only the owner sees it.
+    group_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -82,13 +86,20 @@ def temporal_error(exc: RPCError) -> TemporalUnavailableError:
 
 
 async def resolve_spec(session: AsyncSession, request: StartRequest) -> CrewSpec:
-    """The validated spec to run: the stored crew's (404 if not the owner's) or the inline one.
+    """The validated spec to run: the stored crew's (404 unless it is in ``request.group_id``,
+    or, a crew with no group, the owner's) or the inline one.
 
     Placeholders are checked against the inputs here, so a missing input is an error
     before anything is written.
     """
     if request.crew_id is not None:
-        crew = await CrewRepository(session).get(request.crew_id, request.owner_id)
+        crew = await SharedRows(session).crew(request.crew_id)
+        # The route authorized the caller for the crew's group; the crew must be that one.
+        if crew is None or not (
+            (crew.group_id is not None and crew.group_id == request.group_id)
+            or (crew.group_id is None and crew.owner_id == request.owner_id)
+        ):
+            raise NotFoundError(f"crew {request.crew_id} not found")
         spec = CrewSpec.from_data(crew.spec)
     else:
         spec = CrewSpec.from_data(request.spec)
@@ -156,6 +167,7 @@ def _new_row(
         id=execution_id,
         workflow_id=workflow_id_for(execution_id),
         owner_id=request.owner_id,
+        group_id=request.group_id,
         crew_id=request.crew_id,
         crew_name=spec.name,
         status=ExecutionState.PENDING.value,

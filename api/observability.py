@@ -1,0 +1,73 @@
+"""The API's metrics (``GET /metrics``, request latency by route), its tracing (FastAPI
+instrumentation under Kasal's tracer provider) and, opt-in, JSON logs."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import FastAPI, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from kasal import metrics, telemetry
+from kasal.settings import Settings
+
+#: Paths not traced (scrapes and probes every few seconds would bury real traces).
+UNTRACED = "/metrics,/healthz,/readyz"
+
+
+class MetricsMiddleware:
+    """Observe each HTTP request's latency by method, route template and status code.
+
+    The template (``/api/v1/executions/{execution_id}``), not the path: one series per
+    route, however many ids there are. Unmatched paths count as ``unmatched``.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        began = time.perf_counter()
+        status = [500]
+
+        async def send_counted(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_counted)
+        finally:
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            metrics.HTTP_REQUESTS.labels(
+                method=scope["method"], route=route, status=str(status[0])
+            ).observe(time.perf_counter() - began)
+
+
+async def metrics_endpoint() -> Response:
+    """Prometheus metrics of this API process."""
+    from prometheus_client import CONTENT_TYPE_LATEST
+
+    return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+
+def install_observability(app: FastAPI, settings: Settings) -> None:
+    """Metrics, ``/metrics``, tracing (when the ``OTEL_*`` environment asks for it) and JSON
+    logs (``KASAL_LOG_FORMAT=json``)."""
+    if settings.log_format.lower() == "json":
+        telemetry.configure_json_logs()
+    app.add_middleware(MetricsMiddleware)
+    app.add_api_route(
+        "/metrics", metrics_endpoint, methods=["GET"], include_in_schema=False, tags=["health"]
+    )
+    provider = telemetry.configure_tracing(
+        "kasal-api", capture_content=settings.otel_capture_content
+    )
+    if provider is not None:
+        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+        FastAPIInstrumentor.instrument_app(
+            app, tracer_provider=provider, excluded_urls=UNTRACED, exclude_spans=["receive", "send"]
+        )
