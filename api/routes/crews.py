@@ -99,6 +99,7 @@ async def create_crew(
     settings: SettingsDep,
 ):
     """Store a crew from a CrewSpec in the caller's current group (editors and admins)."""
+    note(request, "crew.create", "crew")  # refused attempts are audited under this name too
     group_id = group_for_new(principal, Role.EDITOR)
     data = await validated(spec, session, client, settings)
     crew = await CrewRepository(session).create(principal.user_id, data)
@@ -125,6 +126,7 @@ async def replace_crew(
     settings: SettingsDep,
 ):
     """Replace a crew's spec (executions already started keep the spec they started with)."""
+    note(request, "crew.replace", "crew", crew_id)
     crew = await crew_for(session, principal, crew_id, Role.EDITOR)
     before = {"name": crew.name, "updated_at": crew.updated_at.isoformat()}
     crew = await CrewRepository(session).replace(
@@ -147,6 +149,7 @@ async def delete_crew(
     crew_id: IdPath, request: Request, principal: CurrentPrincipal, session: SessionDep
 ) -> Response:
     """Delete a crew; its executions and their traces stay."""
+    note(request, "crew.delete", "crew", crew_id)
     crew = await crew_for(session, principal, crew_id, Role.EDITOR)
     note(
         request, "crew.delete", "crew", crew.id, group_id=crew.group_id, before={"crew_id": crew.id}

@@ -96,6 +96,7 @@ async def start(
     returns the same execution. 429 past the per-user or per-group start rate, or when the
     group already runs its quota of executions (``KASAL_GROUP_MAX_CONCURRENT_EXECUTIONS``).
     """
+    note(http, "execution.start", "execution", after={"crew_id": body.crew_id})
     owner_id = principal.user_id
     if body.crew_id is not None:
         group_id = (await crew_for(session, principal, body.crew_id, Role.OPERATOR)).group_id
@@ -317,6 +318,7 @@ async def cancel(
 ):
     """Ask a running execution to stop (operators and up). Idempotent: cancelling a finished
     one changes nothing."""
+    note(http, "execution.cancel", "execution", execution_id)
     execution = await execution_for(session, principal, execution_id, Role.OPERATOR)
     note(
         http,
@@ -355,6 +357,7 @@ async def feedback(
 ):
     """Human input for a task waiting for review (operators and up); 409 if no task is
     waiting."""
+    note(http, "execution.feedback", "execution", execution_id)
     execution = await execution_for(session, principal, execution_id, Role.OPERATOR)
     note(
         http,

@@ -24,6 +24,8 @@ from kasal.settings import Settings
 
 #: Every API key starts with this, so secret scanners and people recognise one.
 KEY_PREFIX = "kasal_"
+#: The non-secret start of a key that names it: ``kasal_`` and 8 hex characters.
+PREFIX_LENGTH = len(KEY_PREFIX) + 8
 #: Update ``last_used_at`` at most this often per key (not a write per request).
 TOUCH_EVERY = timedelta(seconds=30)
 
@@ -93,8 +95,11 @@ async def principal_for_key(session: AsyncSession, secret: str) -> tuple[Princip
     """The principal an API key acts as; :class:`AuthError` for an unknown, revoked or
     expired key, or one whose user is disabled. Checked on every request, so a revocation
     holds at once."""
-    prefix, _, rest = secret.rpartition("_")
-    row = await ApiKeyRepository(session).by_prefix(prefix) if prefix and rest else None
+    # ``kasal_`` + 8 hex characters, then ``_`` and the random part (which may itself
+    # contain ``_``): the prefix is found by length, never by splitting.
+    prefix, separator = secret[:PREFIX_LENGTH], secret[PREFIX_LENGTH : PREFIX_LENGTH + 1]
+    found = separator == "_" and len(secret) > PREFIX_LENGTH + 1
+    row = await ApiKeyRepository(session).by_prefix(prefix) if found else None
     if row is None or not hmac.compare_digest(row.key_hash, digest(secret)):
         raise AuthError("the API key is invalid")
     now = utcnow()
