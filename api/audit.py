@@ -93,8 +93,9 @@ class AuditMiddleware:
         state = scope.get("state") or {}
         principal = state.get("principal")
         audit: AuditNote | None = state.get("audit")
-        route = scope.get("route")
-        template = getattr(route, "path", None) or scope.get("path", "")
+        from api.observability import route_template
+
+        template = route_template(scope) or scope.get("path", "")
         params = scope.get("path_params") or {}
         target_id = audit.target_id if audit else None
         if target_id is None and params:

@@ -4,8 +4,10 @@ instrumentation under Kasal's tracer provider) and, opt-in, JSON logs."""
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from fastapi import FastAPI, Response
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kasal import metrics, telemetry
@@ -13,6 +15,39 @@ from kasal.settings import Settings
 
 #: Paths not traced (scrapes and probes every few seconds would bury real traces).
 UNTRACED = "/metrics,/healthz,/readyz"
+
+
+def route_template(scope: Scope) -> str | None:
+    """The template of the route that served ``scope`` (``/api/v1/executions/{execution_id}``),
+    or None if none matched.
+
+    Found by matching the app's routes again (as the OpenTelemetry instrumentation does):
+    the route FastAPI leaves in the scope knows only its path within its router, not the
+    prefix it was included under.
+    """
+    app = scope.get("app")
+    if app is None:
+        return None
+    routes = getattr(app.state, "kasal_route_contexts", None)
+    if routes is None:
+        routes = app.state.kasal_route_contexts = _matchable(app.routes)
+    for route in routes:
+        try:
+            match, _ = route.matches(scope)
+        except Exception:  # a route kind that cannot match this scope
+            continue
+        if match == Match.FULL:
+            return getattr(route, "path", None)
+    return None
+
+
+def _matchable(routes: list[Any]) -> list[Any]:
+    """The app's routes with their full paths (FastAPI nests included routers)."""
+    try:
+        from fastapi.routing import iter_route_contexts
+    except ImportError:  # older FastAPI: routes are matchable as they are
+        return list(routes)
+    return list(iter_route_contexts(routes))
 
 
 class MetricsMiddleware:
@@ -40,7 +75,7 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_counted)
         finally:
-            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            route = route_template(scope) or "unmatched"
             metrics.HTTP_REQUESTS.labels(
                 method=scope["method"], route=route, status=str(status[0])
             ).observe(time.perf_counter() - began)
