@@ -325,6 +325,10 @@ def dev(
             )
         )
     _setup_logging()
+    from kasal import telemetry
+
+    # Before any client connects: the worker's client carries the tracing interceptor.
+    telemetry.configure_tracing("kasal-dev", capture_content=settings.otel_capture_content)
     if enable_offline_fallback(settings):
         from kasal.llm import offline_default_reason
 
