@@ -95,3 +95,34 @@ async def test_two_api_processes_share_one_limit_in_redis(
         assert [key async for key in client.scan_iter(match=f"{redis_prefix}*")]
     finally:
         await client.aclose()
+
+
+async def test_api_keys_and_groups_have_limits_of_their_own(settings):
+    limited = api_settings_for(
+        settings, api_key_rate_limit="3/minute", group_execution_rate_limit="2/minute"
+    )
+    async with running_app(limited) as app, client_from(app, "127.0.0.1") as client:
+        admin = {
+            "Authorization": "Bearer "
+            + (await client.post(LOGIN, json=RIGHT)).json()["access_token"]
+        }
+        keys = []
+        for _ in range(2):
+            made = await client.post(
+                "/api/v1/keys", json={"name": "k", "scopes": ["read"]}, headers=admin
+            )
+            keys.append({"X-API-Key": made.json()["key"]})
+        for _ in range(3):
+            assert (await client.get("/api/v1/crews", headers=keys[0])).status_code == 200
+        assert_error(await client.get("/api/v1/crews", headers=keys[0]), 429, "rate_limited")
+        # Another key, and the person behind them, are not held back.
+        assert (await client.get("/api/v1/crews", headers=keys[1])).status_code == 200
+        assert (await client.get("/api/v1/crews", headers=admin)).status_code == 200
+        # Starts per group: the third start in the minute is refused before Temporal is asked.
+        bad_spec = {"spec": {"name": "x"}}  # refused after the limit is counted
+        for _ in range(2):
+            answer = await client.post("/api/v1/executions", json=bad_spec, headers=admin)
+            assert answer.status_code != 429, answer.text
+        limited_answer = await client.post("/api/v1/executions", json=bad_spec, headers=admin)
+        assert_error(limited_answer, 429, "rate_limited")
+        assert "group execution start" in limited_answer.json()["error"]["message"]

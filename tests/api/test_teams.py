@@ -385,3 +385,18 @@ async def test_a_mutation_no_route_describes_is_audited_by_method_and_template(a
         ("t-2", 401, None),
         ("t-1", 201, ADMIN_EMAIL),
     ]
+
+
+async def test_a_socket_opened_with_a_key_stops_when_the_key_is_revoked(team_server):
+    address, http, admin, _app = team_server
+    made = await make_key(http, admin, ["read"])
+    ws = await connect(f"ws://{address}/api/v1/ws", additional_headers={"X-API-Key": made["key"]})
+    assert (await receive(ws))["type"] == "authenticated"
+    await ws.send(json.dumps({"type": "subscribe", "execution_id": "0" * 32}))
+    assert (await receive(ws))["error"]["code"] == "not_found"  # the key works
+    assert (await http.delete(f"/api/v1/keys/{made['id']}", headers=admin)).status_code == 204
+    await ws.send(json.dumps({"type": "subscribe", "execution_id": "0" * 32}))
+    refused = await receive(ws)
+    assert refused["error"]["code"] == "unauthorized", refused
+    await ws.wait_closed()
+    assert ws.close_code == 1008
