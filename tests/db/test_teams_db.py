@@ -1,6 +1,7 @@
 """Issue 10's tables on SQLite and PostgreSQL: the audit log is append-only in the database,
 personal groups are made once however many requests race, and the migration moves every
-existing user's crews and executions into that user's personal group."""
+existing user's crews, executions, schedules and webhook subscriptions into that user's
+personal group."""
 
 from __future__ import annotations
 
@@ -11,7 +12,15 @@ from sqlalchemy import select, text
 
 from kasal.db.engine import create_engine, session_factory
 from kasal.db.migrate import migrate
-from kasal.db.models import Crew, Execution, Group, GroupMember, User
+from kasal.db.models import (
+    Crew,
+    Execution,
+    Group,
+    GroupMember,
+    Schedule,
+    User,
+    WebhookSubscription,
+)
 from kasal.db.repositories import UserRepository
 from kasal.db.teams import AuditRepository, GroupRepository
 
@@ -50,7 +59,8 @@ async def test_a_personal_group_is_made_once_under_concurrency(sessions):
 async def test_the_migration_gives_existing_users_their_things_in_a_personal_group(db_url):
     engine = create_engine(db_url)
     try:
-        await migrate(engine, "0004")
+        # The last revision before teams: issue 9's schedules and webhooks exist.
+        await migrate(engine, "0008_9")
         async with engine.begin() as connection:
             for user in ("u1", "u2"):
                 await connection.execute(
@@ -68,6 +78,21 @@ async def test_the_migration_gives_existing_users_their_things_in_a_personal_gro
                 ),
                 {"id": "c".ljust(32, "0"), "owner": "u1".ljust(32, "0")},
             )
+            await connection.execute(
+                text(
+                    "INSERT INTO schedules (id, owner_id, name, inputs, created_at, updated_at) "
+                    "VALUES (:id, :owner, 's', '{}', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+                ),
+                {"id": "s".ljust(32, "0"), "owner": "u2".ljust(32, "0")},
+            )
+            await connection.execute(
+                text(
+                    "INSERT INTO webhook_subscriptions (id, owner_id, url, secret, events, "
+                    "description, active, created_at) VALUES (:id, :owner, 'http://x', 'k', "
+                    "'[]', '', true, CURRENT_TIMESTAMP)"
+                ),
+                {"id": "w".ljust(32, "0"), "owner": "u2".ljust(32, "0")},
+            )
         await migrate(engine)
         async with session_factory(engine)() as session:
             members = (await session.scalars(select(GroupMember))).all()
@@ -76,6 +101,10 @@ async def test_the_migration_gives_existing_users_their_things_in_a_personal_gro
             assert {m.role for m in members} == {"admin"}
             crew = await session.get(Crew, "c".ljust(32, "0"))
             assert crew.group_id == by_user["u1".ljust(32, "0")].group_id
+            schedule = await session.get(Schedule, "s".ljust(32, "0"))
+            assert schedule.group_id == by_user["u2".ljust(32, "0")].group_id
+            webhook = await session.get(WebhookSubscription, "w".ljust(32, "0"))
+            assert webhook.group_id == by_user["u2".ljust(32, "0")].group_id
             assert (await session.scalars(select(Execution))).all() == []
     finally:
         await engine.dispose()
