@@ -206,6 +206,9 @@ async def replay(
     await state.execution_limiter.hit(owner_id)
     if original.group_id is not None and state.group_limiter is not None:
         await state.group_limiter.hit(original.group_id)
+    quota = state.settings.group_max_concurrent_executions
+    if quota and original.group_id is not None:
+        await _check_quota(session, original.group_id, quota, owner_id, None)
     options = WorkflowOptions(
         task_queue=state.settings.task_queue,
         search_attributes=state.temporal.search_attributes,

@@ -359,6 +359,11 @@ async def test_a_group_runs_at_most_its_quota_of_executions(settings, worker):
         await wait_for_status(client, alice, first_id, {"completed"})
         again = await client.post(EXECUTIONS, json=slow, headers=alice)
         assert again.status_code == 202, again.text
+        # A replay is a new execution of the group: the quota holds for it too.
+        replay = await client.post(
+            f"{EXECUTIONS}/{first_id}/replay", json={"from_task": "step0"}, headers=alice
+        )
+        assert_error(replay, 429, "quota_exceeded")
 
 
 async def test_a_mutation_no_route_describes_is_audited_by_method_and_template(api_settings):
