@@ -41,7 +41,7 @@ from pydantic import PrivateAttr
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from kasal import signing
+from kasal import metrics, signing, telemetry
 from kasal.constants import EVENTS_SIGNAL
 from kasal.db.journal import AttemptKey, JournalStore
 from kasal.exceptions import InvalidSpecError, KasalError, ProviderError
@@ -64,6 +64,8 @@ JOURNAL_TIMEOUT = 60.0
 STALE_CHECK_EVERY = 2.0
 #: Before paying for a call, the journal is asked again if its last word is older than this.
 FRESH_FOR = 1.0
+#: Characters of prompt, response or tool output a span carries when content capture is on.
+CONTENT_LIMIT = 4000
 
 
 class TaskCancelled(BaseException):
@@ -247,7 +249,34 @@ class ObservedLLM(BaseLLM):
         from_agent: Any = None,
         response_model: Any = None,
     ) -> Any:
+        with telemetry.span("llm.call", {"gen_ai.request.model": self.model}) as span:
+            return self._call_observed(
+                span,
+                messages,
+                tools=tools,
+                callbacks=callbacks,
+                available_functions=available_functions,
+                from_task=from_task,
+                from_agent=from_agent,
+                response_model=response_model,
+            )
+
+    call._crewai_rate_limit_wrapped = True  # type: ignore[attr-defined]
+
+    def _call_observed(
+        self,
+        span: Any,
+        messages: str | list[dict[str, Any]],
+        tools: Any = None,
+        callbacks: Any = None,
+        available_functions: Any = None,
+        from_task: Any = None,
+        from_agent: Any = None,
+        response_model: Any = None,
+    ) -> Any:
         msgs = _as_messages(messages)
+        if telemetry.capture_content():
+            span.set_attribute("gen_ai.prompt", json.dumps(msgs, default=str)[:CONTENT_LIMIT])
         replayed = self._observer.before_call(msgs)
         if replayed is not None:
             self._observer.after_call(
@@ -257,6 +286,9 @@ class ObservedLLM(BaseLLM):
             note = getattr(self._inner, "note_replayed", None)
             if callable(note):
                 note()
+            span.set_attribute("kasal.replayed", True)
+            metrics.LLM_CALLS.labels(model=self.model, replayed="true").inc()
+            metrics.JOURNAL_REPLAYS.inc()
             return decode_response(replayed)
         before = self._inner.get_token_usage_summary()
         started = time.perf_counter()
@@ -294,12 +326,24 @@ class ObservedLLM(BaseLLM):
             }
         )
         text = encode_response(result)
+        span.set_attributes(
+            {
+                "kasal.replayed": False,
+                "gen_ai.usage.input_tokens": prompt,
+                "gen_ai.usage.output_tokens": completion,
+                "kasal.llm.latency_ms": round(latency, 2),
+            }
+        )
+        if telemetry.capture_content():
+            span.set_attribute("gen_ai.completion", text[:CONTENT_LIMIT])
+        metrics.LLM_CALLS.labels(model=self.model, replayed="false").inc()
+        metrics.LLM_TOKENS.labels(model=self.model, kind="prompt").inc(prompt)
+        metrics.LLM_TOKENS.labels(model=self.model, kind="completion").inc(completion)
+        metrics.LLM_LATENCY.labels(model=self.model).observe(latency / 1000)
         self._observer.after_call(
             LLMCallRecord(self.model, prompt, completion, latency, text), msgs
         )
         return result
-
-    call._crewai_rate_limit_wrapped = True  # type: ignore[attr-defined]
 
 
 def tool_digest(name: str, arguments: Any) -> str:
@@ -348,6 +392,10 @@ class ObservedTool(BaseTool):
 
     def _run(self, *args: Any, **kwargs: Any) -> Any:
         self._observer.check()
+        with telemetry.span("tool.call", {"kasal.tool": self.name}) as span:
+            return self._run_observed(span, *args, **kwargs)
+
+    def _run_observed(self, span: Any, *args: Any, **kwargs: Any) -> Any:
         started = time.perf_counter()
         error: str | None = None
         output: Any = None
@@ -367,8 +415,13 @@ class ObservedTool(BaseTool):
             return output
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
+            span.set_attribute("kasal.tool.error", type(exc).__name__)
             raise
         finally:
+            outcome = "error" if error else "ok"
+            metrics.TOOL_CALLS.labels(tool=self.name, outcome=outcome).inc()
+            if telemetry.capture_content() and output is not None:
+                span.set_attribute("kasal.tool.output", str(output)[:CONTENT_LIMIT])
             self._observer.on_tool(
                 {
                     "tool": self.name,
@@ -770,14 +823,31 @@ async def run_observed(
             await publisher.deliver([started])
         observer = TaskObserver(publisher, agent, store, key, journal)
         current = observer
+        kind = info.activity_type
+        if attempt > 1:
+            metrics.TASK_RETRIES.labels(kind=kind).inc()
+        log_fields = {
+            "execution_id": workflow_id.removeprefix("kasal-exec-"),
+            "task": task,
+            "agent": agent,
+            "attempt": str(attempt),
+        }
+        began = time.perf_counter()
+        outcome = "failed"
 
         def run() -> str:
+            token = telemetry.log_context.set(log_fields)
             try:
+                log.info("task %s attempt %d started", task, attempt)
                 return work(current, attempt)
             finally:
                 current.flush()
+                telemetry.log_context.reset(token)
 
-        future = asyncio.get_running_loop().run_in_executor(executor, run)
+        # The thread runs in this context's copy: the activity's span (tracing) is the
+        # parent of every LLM and tool span CrewAI's calls make there.
+        context = contextvars.copy_context()
+        future = asyncio.get_running_loop().run_in_executor(executor, context.run, run)
         try:
             while not future.done():
                 await asyncio.wait({future}, timeout=STALE_CHECK_EVERY)
@@ -787,8 +857,11 @@ async def run_observed(
                         if newest > attempt:
                             observer.supersede(newest)
             raw = future.result()
-            return Observed(raw, observer, attempt, await publisher.close())
+            observed = Observed(raw, observer, attempt, await publisher.close())
+            outcome = "completed"
+            return observed
         except asyncio.CancelledError:
+            outcome = "cancelled"
             # Abandon CrewAI's provider call now (or stop it at its next call or tool use),
             # drop what it had not yet reported, then report the cancellation.
             observer.cancel()
@@ -806,6 +879,10 @@ async def run_observed(
             error = as_application_error(exc)
             await _report_failure(publisher, agent, error, info)
             raise error from None  # provider chains can be cyclic; the message says it
+        finally:
+            metrics.TASK_DURATION.labels(kind=kind, outcome=outcome).observe(
+                time.perf_counter() - began
+            )
     finally:
         heart.cancel()
 

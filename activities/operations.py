@@ -68,8 +68,11 @@ class OperationsActivities:
         async with self.sessions() as session, session.begin():
             row = await session.get(Schedule, run.schedule_id)
             crew_id, spec_data, inputs, owner = run.crew_id, run.spec, run.inputs, run.owner
+            group_id: str | None = None
             if row is not None:
                 crew_id, spec_data, inputs, owner = row.crew_id, row.spec, row.inputs, row.owner_id
+                # The run belongs to the schedule's group: its members see it (issue 10).
+                group_id = row.group_id
             if crew_id is not None:
                 crew = await session.get(Crew, crew_id)
                 if crew is None:
@@ -94,6 +97,7 @@ class OperationsActivities:
                         id=data.execution_id,
                         workflow_id=workflow_id_for(data.execution_id),
                         owner_id=owner_id,
+                        group_id=group_id,
                         crew_id=crew_id,
                         crew_name=spec.name,
                         status=ExecutionState.PENDING.value,
@@ -102,7 +106,9 @@ class OperationsActivities:
                         schedule_id=run.schedule_id,
                     )
                 )
-            webhooks = await targets_for(session, owner_id, crew_id, run.schedule_id)
+            webhooks = await targets_for(
+                session, owner_id, crew_id, run.schedule_id, group_id=group_id
+            )
         return PreparedRun(
             spec=spec, inputs=inputs, crew_id=crew_id, owner=owner, webhooks=webhooks
         )

@@ -9,6 +9,7 @@ from temporalio import activity
 
 from activities.models import RECORD_EXECUTION, RecordExecutionInput, RecordExecutionResult
 from activities.resets import mark_resets, replaced_record
+from kasal import metrics
 from kasal.blobs import BlobStore, resolve_result
 from kasal.constants import TRACE_QUERY
 from kasal.db.journal import JournalStore
@@ -36,6 +37,14 @@ async def read_trace(workflow_id: str, run_id: str | None = None) -> list[Event]
         events.extend(page)
         if len(page) < TRACE_PAGE:
             return events
+
+
+def _count_finished(state: str, events: list[Event]) -> None:
+    """Metrics of a recorded execution: its final state and its human-input waits."""
+    metrics.EXECUTIONS_FINISHED.labels(state=state).inc()
+    waits = sum(1 for e in events if e.type == EventType.HUMAN_INPUT_REQUESTED)
+    if waits:
+        metrics.HUMAN_INPUT_WAITS.inc(waits)
 
 
 class PersistenceActivities:
@@ -82,6 +91,7 @@ class PersistenceActivities:
                 events=events,
                 owner=data.owner,
             )
+        _count_finished(data.status.state.value, events)
         if self.journal is not None:
             # The execution is over: no attempt of it will replay its journal again.
             await self.journal.forget(data.workflow_id)

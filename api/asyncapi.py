@@ -112,8 +112,10 @@ def asyncapi_document() -> dict[str, Any]:
             "version": "0.1.0",
             "description": (
                 "Live events of executions over a WebSocket. Authenticate with an "
-                "`Authorization: Bearer <token>` header or a first `auth` message; subscribe "
-                "to executions from an offset; every event is sent once, in order; a client "
+                "`Authorization: Bearer <token or API key>` or `X-API-Key` header, or a first "
+                "`auth` message (an access token or an API key); subscribe to executions of "
+                "the caller's groups (others are not_found) from an offset; every event is "
+                "sent once, in order; a client "
                 "that reconnects subscribes from the offset after the last one it received. "
                 "JSON text frames. The same events are served as Server-Sent Events at "
                 "`GET /api/v1/executions/{id}/events`."

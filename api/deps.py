@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import ipaddress
+import secrets
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Path, Query, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import Depends, Header, Path, Query, Request
+from fastapi.requests import HTTPConnection
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from temporalio.client import Client
 
 from api.guards import RateLimiter
 from api.security import decode_access_token
 from api.temporal import TemporalConnection
+from kasal.access import Principal, Role
 from kasal.db.models import User
 from kasal.db.repositories import UserRepository
 from kasal.exceptions import AuthError, PermissionDeniedError, TemporalUnavailableError
@@ -31,6 +35,11 @@ class AppState:
     login_limiter: RateLimiter
     execution_limiter: RateLimiter
     relay: object  # api.relay.Relay; typed loosely to keep this module import-light
+    #: Failed logins per (account, address): the lockout (issue 10).
+    login_failures: RateLimiter | None = None
+    #: Execution starts per group, and requests per API key.
+    group_limiter: RateLimiter | None = None
+    key_limiter: RateLimiter | None = None
 
 
 def get_state(request: Request) -> AppState:
@@ -53,21 +62,143 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         await session.commit()
 
 
-bearer = HTTPBearer(auto_error=False, description="the access token from /api/v1/auth/login")
+bearer = HTTPBearer(
+    auto_error=False,
+    description="the access token from /api/v1/auth/login, or an API key (kasal_...)",
+)
+api_key_header = APIKeyHeader(
+    name="X-API-Key", auto_error=False, description="an API key (kasal_...)"
+)
 
 StateDep = Annotated[AppState, Depends(get_state)]
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+#: The group a person acts in (default: their oldest membership). API keys ignore it.
+GroupHeader = Annotated[
+    str | None,
+    Header(alias="X-Kasal-Group", pattern=r"^[0-9a-f]{32}$", description="act in this group"),
+]
 
 
-async def get_current_user(
+def client_address(request: Request) -> str:
+    """The address rate limits and the audit log name (the TCP peer)."""
+    return request.client.host if request.client else "unknown"
+
+
+def client_address_of(connection: HTTPConnection) -> str:
+    """:func:`client_address` of a request or a WebSocket."""
+    return connection.client.host if connection.client else "unknown"
+
+
+async def get_principal(
+    request: Request,
     session: SessionDep,
     state: StateDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-) -> User:
-    """The user the bearer token names; 401 without a valid token or for a disabled user."""
-    if credentials is None or credentials.scheme.lower() != "bearer":
-        raise AuthError("not authenticated: send 'Authorization: Bearer <token>'")
-    return await user_for_token(session, credentials.credentials, state.settings)
+    api_key: Annotated[str | None, Depends(api_key_header)],
+    group: GroupHeader = None,
+) -> Principal:
+    """Who is calling: an API key (``X-API-Key`` or ``Authorization: Bearer kasal_...``), a
+    password sign-in's access token, or (trusted-proxy mode) the proxy's identity header.
+
+    401 without valid credentials. A ``read``-scoped key may only read (GET), whatever the
+    route. The principal is kept on ``request.state`` for the audit log.
+    """
+    principal, user = await resolve_principal(
+        session,
+        state,
+        address=client_address(request),
+        headers=request.headers,
+        bearer_token=credentials.credentials
+        if credentials and credentials.scheme.lower() == "bearer"
+        else None,
+        api_key=api_key,
+        group=group,
+    )
+    request.state.principal = principal
+    request.state.user = user
+    read_only = principal.key_id is not None and principal.cap < Role.OPERATOR
+    if read_only and request.method not in ("GET", "HEAD", "OPTIONS"):
+        raise PermissionDeniedError("this API key has the read scope: it may only read")
+    return principal
+
+
+async def resolve_principal(
+    session: AsyncSession,
+    state: AppState,
+    *,
+    address: str,
+    headers: Mapping[str, str],
+    bearer_token: str | None,
+    api_key: str | None,
+    group: str | None,
+) -> tuple[Principal, User]:
+    """The principal and user behind a request's credentials (HTTP and WebSocket share it)."""
+    from api.services.credentials import (
+        looks_like_key,
+        principal_for_key,
+        principal_for_user,
+    )
+
+    settings = state.settings
+    key = api_key or (bearer_token if bearer_token and looks_like_key(bearer_token) else None)
+    if key is not None:
+        principal, user = await principal_for_key(session, key.strip())
+        if state.key_limiter is not None:
+            await state.key_limiter.hit(principal.key_id or "")
+        return principal, user
+    if bearer_token:
+        user = await user_for_token(session, bearer_token, settings)
+        return await principal_for_user(session, user, group_id=group, via="token"), user
+    proxied = proxy_identity(settings, address, headers)
+    if proxied is not None:
+        user = await user_for_proxy(session, proxied)
+        return await principal_for_user(session, user, group_id=group, via="trusted_proxy"), user
+    raise AuthError(
+        "not authenticated: send 'Authorization: Bearer <token or API key>' or 'X-API-Key'"
+    )
+
+
+def proxy_identity(settings: Settings, address: str, headers: Mapping[str, str]) -> str | None:
+    """The email the trusted proxy put in its header, if this request came from it.
+
+    Requests from anywhere else never have the header believed: a client that sets it
+    itself is simply not authenticated by it.
+    """
+    if not settings.trusted_proxy_header or not is_trusted_proxy(settings, address):
+        return None
+    value = headers.get(settings.trusted_proxy_header, "").strip().lower()
+    return value if value and "@" in value else None
+
+
+def is_trusted_proxy(settings: Settings, address: str) -> bool:
+    """True if ``address`` is one of the proxies the operator named (addresses or CIDRs)."""
+    try:
+        peer = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(peer in ipaddress.ip_network(p, strict=False) for p in settings.trusted_proxies)
+
+
+async def user_for_proxy(session: AsyncSession, email: str) -> User:
+    """The user the proxy vouches for, made on first sight (the platform manages people);
+    a disabled account stays disabled."""
+    users = UserRepository(session)
+    user = await users.get_by_email(email)
+    if user is None:
+        # No usable password: this account signs in through the proxy only.
+        await users.create_if_absent(email, "!proxy:" + secrets.token_hex(16))
+        user = await users.get_by_email(email)
+    if user is None or not user.is_active:
+        raise AuthError("this account is disabled")
+    return user
+
+
+CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
+
+
+async def get_current_user(request: Request, principal: CurrentPrincipal) -> User:
+    """The user behind the request's credentials; 401 without valid ones."""
+    return request.state.user
 
 
 async def user_for_token(session: AsyncSession, token: str, settings: Settings) -> User:
@@ -82,11 +213,14 @@ async def user_for_token(session: AsyncSession, token: str, settings: Settings) 
 CurrentUser = Annotated[User, Depends(get_current_user)]
 
 
-async def get_admin(user: CurrentUser) -> User:
-    """The current user, who must be an admin."""
-    if not user.is_admin:
+async def get_admin(principal: CurrentPrincipal, request: Request) -> User:
+    """The current user, who must be a platform admin (and, through a key, one with the
+    admin scope)."""
+    if not principal.is_superuser:
         raise PermissionDeniedError("only an admin may do this")
-    return user
+    if principal.cap < Role.ADMIN:
+        raise PermissionDeniedError("this API key's scopes do not include admin")
+    return request.state.user
 
 
 AdminUser = Annotated[User, Depends(get_admin)]

@@ -40,6 +40,16 @@ class RateLimitedError(KasalError):
         self.retry_after = retry_after
 
 
+class QuotaExceededError(RateLimitedError):
+    """A group runs as many executions as its quota allows (issue 10)."""
+
+    code = "quota_exceeded"
+
+    def __init__(self, message: str, *, running: int, quota: int, retry_after: int = 5) -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.details = {"retry_after": retry_after, "running": running, "quota": quota}
+
+
 class ServiceUnavailableError(KasalError):
     """A dependency of the service (database, Temporal) is not available."""
 

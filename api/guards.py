@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 
 from limits import RateLimitItem, parse
-from limits.aio.storage import MemoryStorage
+from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import RateLimitedError, error_response
+
+log = logging.getLogger(__name__)
 
 
 class BodySizeLimitMiddleware:
@@ -69,25 +72,67 @@ class BodySizeLimitMiddleware:
         await response(scope, receive, send)
 
 
-class RateLimiter:
-    """A moving-window limit such as ``10/minute`` per key (client address or user id).
+def limiter_storage(redis_url: str = "", prefix: str = "kasal") -> Storage:
+    """Where rate-limit counts live: Redis when ``redis_url`` is set, so every API replica
+    counts against one limit; this process's memory otherwise."""
+    if not redis_url:
+        return MemoryStorage()
+    uri = redis_url if redis_url.startswith("async+") else "async+" + redis_url
+    return RedisStorage(uri, implementation="redispy", key_prefix=prefix)
 
-    Counts live in this process's memory: with several API replicas each enforces the
-    limit on its own (``limits`` also offers Redis storage when that matters).
+
+class RateLimiter:
+    """A moving-window limit such as ``10/minute`` per key (client address, user, group,
+    API key), counted in ``storage`` (see :func:`limiter_storage`).
+
+    If the storage cannot be reached (Redis down) requests pass and a warning is logged:
+    an outage of the limiter must not become an outage of the API.
     """
 
-    def __init__(self, spec: str, name: str) -> None:
+    def __init__(self, spec: str, name: str, storage: Storage | None = None) -> None:
         self.item: RateLimitItem = parse(spec)
         self.name = name
-        self.limiter = MovingWindowRateLimiter(MemoryStorage())
+        self.storage = storage or MemoryStorage()
+        self.limiter = MovingWindowRateLimiter(self.storage)
 
     async def hit(self, key: str) -> None:
         """Count one request for ``key``; :class:`RateLimitedError` once over the limit."""
-        if await self.limiter.hit(self.item, self.name, key):
+        try:
+            if await self.limiter.hit(self.item, self.name, key):
+                return
+        except Exception as exc:
+            log.warning("rate limit %s not checked (%s): request allowed", self.name, exc)
             return
+        raise await self._limited(key)
+
+    async def check(self, key: str) -> None:
+        """:class:`RateLimitedError` if ``key`` is over the limit now; counts nothing."""
+        try:
+            if await self.limiter.test(self.item, self.name, key):
+                return
+        except Exception as exc:
+            log.warning("rate limit %s not checked (%s): request allowed", self.name, exc)
+            return
+        raise await self._limited(key)
+
+    async def count(self, key: str) -> None:
+        """Count one event for ``key`` without refusing anything (e.g. a failed login)."""
+        try:
+            await self.limiter.hit(self.item, self.name, key)
+        except Exception as exc:
+            log.warning("rate limit %s not counted (%s)", self.name, exc)
+
+    async def reset(self, key: str) -> None:
+        """Forget ``key``'s count (e.g. after a successful login)."""
+        try:
+            await self.limiter.clear(self.item, self.name, key)
+        except Exception as exc:
+            log.warning("rate limit %s not reset (%s)", self.name, exc)
+
+    async def _limited(self, key: str) -> RateLimitedError:
         stats = await self.limiter.get_window_stats(self.item, self.name, key)
         retry_after = max(1, math.ceil(stats.reset_time - time.time()))
-        raise RateLimitedError(
+        return RateLimitedError(
             f"too many {self.name} requests: the limit is {self.item}; retry in {retry_after}s",
             retry_after=retry_after,
         )

@@ -15,10 +15,12 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from api import asyncapi
+from api.audit import AuditMiddleware
 from api.db import ensure_admin, migrate
 from api.deps import AppState
 from api.errors import install_error_handlers
-from api.guards import BodySizeLimitMiddleware, RateLimiter
+from api.guards import BodySizeLimitMiddleware, RateLimiter, limiter_storage
+from api.observability import install_observability
 from api.openapi import install_openapi
 from api.relay import Relay
 from api.routes import (
@@ -31,6 +33,7 @@ from api.routes import (
     memory,
     projects,
     schedules,
+    teams,
     tools,
     traces,
     webhooks,
@@ -50,7 +53,7 @@ API_PREFIX = "/api/v1"
 
 #: Error responses documented on every route.
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorOut} for code in (400, 401, 404, 409, 413, 422, 429, 503)
+    code: {"model": ErrorOut} for code in (400, 401, 403, 404, 409, 413, 422, 429, 503)
 }
 
 
@@ -71,14 +74,23 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         relay = Relay(temporal, sessions)
         reconciler = Reconciler(temporal, sessions, interval=settings.reconcile_interval)
         reconciler.start()
+        # One storage for every limit: Redis (shared by the replicas) or this process.
+        storage = limiter_storage(settings.redis_url, settings.redis_prefix)
         app.state.kasal = AppState(
             settings=settings,
             engine=engine,
             sessions=sessions,
             temporal=temporal,
-            login_limiter=RateLimiter(settings.login_rate_limit, "login"),
-            execution_limiter=RateLimiter(settings.execution_rate_limit, "execution start"),
+            login_limiter=RateLimiter(settings.login_rate_limit, "login", storage),
+            execution_limiter=RateLimiter(
+                settings.execution_rate_limit, "execution start", storage
+            ),
             relay=relay,
+            login_failures=RateLimiter(settings.login_failure_limit, "failed login", storage),
+            group_limiter=RateLimiter(
+                settings.group_execution_rate_limit, "group execution start", storage
+            ),
+            key_limiter=RateLimiter(settings.api_key_rate_limit, "API key", storage),
         )
         try:
             yield
@@ -107,13 +119,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     install_error_handlers(app)
+    app.add_middleware(AuditMiddleware)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST", "PUT", "DELETE", "OPTIONS"],
-            allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
+            allow_headers=[
+                "Authorization",
+                "Content-Type",
+                "Idempotency-Key",
+                "X-API-Key",
+                "X-Kasal-Group",
+            ],
             expose_headers=["Retry-After"],
             max_age=600,
         )
@@ -130,12 +149,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         schedules,
         webhooks,
         inbox,
+        teams,
     ):
         app.include_router(module.router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
     app.include_router(ws.router, prefix=API_PREFIX)
     app.include_router(health.router)
     app.include_router(asyncapi.router)
     install_openapi(app)
+    # Last: the metrics middleware and the tracing middleware wrap everything above.
+    install_observability(app, settings)
     return app
 
 

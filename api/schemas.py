@@ -57,6 +57,9 @@ class TokenOut(BaseModel):
     access_token: str
     token_type: str = "bearer"
     expires_in: int
+    #: Exchange at ``POST /api/v1/auth/refresh`` for a new pair before the access token
+    #: expires (each is good once); absent where no sign-in is kept.
+    refresh_token: str | None = None
 
 
 class UserCreate(StrictInput):
@@ -93,6 +96,8 @@ class CrewOut(BaseModel):
     name: str
     description: str
     spec: dict[str, Any]
+    #: The group that shares it.
+    group_id: str | None = None
     created_at: datetime
     updated_at: datetime
 
@@ -167,6 +172,8 @@ class ExecutionSummary(BaseModel):
     crew_id: str | None
     crew_name: str
     status: str
+    #: The group that shares it.
+    group_id: str | None = None
     created_at: datetime
     started_at: datetime | None
     ended_at: datetime | None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from datetime import UTC, datetime, timedelta
 
 import jwt
@@ -29,7 +30,21 @@ class InsecureConfigurationError(KasalError):
 
 
 def check_settings(settings: Settings) -> None:
-    """Refuse to serve outside ``env=dev`` with the default or a short secret key."""
+    """Refuse to serve outside ``env=dev`` with the default or a short secret key, and
+    anywhere with a trusted-proxy header but no proxy named."""
+    if settings.trusted_proxy_header and not settings.trusted_proxies:
+        raise InsecureConfigurationError(
+            f"KASAL_TRUSTED_PROXY_HEADER={settings.trusted_proxy_header!r} needs "
+            "KASAL_TRUSTED_PROXIES, the addresses (or CIDRs) of the proxy that sets it: "
+            "otherwise anyone could send the header and be whoever they name"
+        )
+    for proxy in settings.trusted_proxies:
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            raise InsecureConfigurationError(
+                f"KASAL_TRUSTED_PROXIES: {proxy!r} is not an IP address or CIDR"
+            ) from None
     if settings.env == "dev":
         return
     secret = settings.secret_key.get_secret_value()

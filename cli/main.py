@@ -496,11 +496,16 @@ def worker(
 
 
 async def _worker(settings: Settings, ready_file: Path | None = None) -> None:
+    from kasal import telemetry
     from kasal.client import connect, ensure_search_attributes
+    from workflows.observability import sdk_runtime, start_metrics_server
     from workflows.worker import run_worker
 
-    client = await connect(settings.temporal_address, settings.temporal_namespace)
+    telemetry.configure_tracing("kasal-worker", capture_content=settings.otel_capture_content)
+    runtime, sdk_metrics_url = sdk_runtime(settings)
+    client = await connect(settings.temporal_address, settings.temporal_namespace, runtime=runtime)
     await ensure_search_attributes(client)
+    metrics_server = start_metrics_server(settings, sdk_metrics_url)
     stop = _stop_on_signals()
     ready = asyncio.Event()
     where = (
@@ -530,7 +535,11 @@ async def _worker(settings: Settings, ready_file: Path | None = None) -> None:
         print(f"{READY_LINE}: polling {where}", file=sys.stderr, flush=True)
     else:
         waiting.cancel()
-    await running
+    try:
+        await running
+    finally:
+        if metrics_server is not None:
+            metrics_server.stop()
 
 
 @app.command()
@@ -551,6 +560,10 @@ def dev(
             )
         )
     _setup_logging()
+    from kasal import telemetry
+
+    # Before any client connects: the worker's client carries the tracing interceptor.
+    telemetry.configure_tracing("kasal-dev", capture_content=settings.otel_capture_content)
     if enable_offline_fallback(settings):
         from kasal.llm import offline_default_reason
 
@@ -643,6 +656,10 @@ def _stop_on_signals() -> asyncio.Event:
 
 
 def _setup_logging() -> None:
+    if get_settings().log_format.lower() == "json":
+        from kasal.telemetry import configure_json_logs
+
+        configure_json_logs()
     logging.basicConfig(
         level=logging.INFO,
         stream=sys.stderr,

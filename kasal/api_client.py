@@ -293,18 +293,25 @@ def _drop_none(values: dict[str, Any]) -> dict[str, Any]:
 
 
 class KasalAPI:
-    """The REST API, typed. Use as ``async with KasalAPI(url, token=...) as api``."""
+    """The REST API, typed. Use as ``async with KasalAPI(url, token=...) as api``.
+
+    ``token`` is an access token or an API key (``kasal_...``: both go as ``Authorization:
+    Bearer``); ``group`` sends ``X-Kasal-Group``, the group new crews, schedules, webhooks
+    and executions go into (default: the caller's first group).
+    """
 
     def __init__(
         self,
         base_url: str,
         *,
         token: str | None = None,
+        group: str | None = None,
         timeout: float = 30.0,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self._http = httpx.AsyncClient(base_url=base_url, timeout=timeout, transport=transport)
         self.token = token
+        self.group = group
 
     async def __aenter__(self) -> KasalAPI:
         return self
@@ -318,6 +325,8 @@ class KasalAPI:
 
     def _headers(self, extra: dict[str, str] | None = None) -> dict[str, str]:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        if self.group:
+            headers["X-Kasal-Group"] = self.group
         return {**headers, **(extra or {})}
 
     async def _call(

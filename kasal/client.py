@@ -234,11 +234,26 @@ class EmbeddedTemporal:
 # -- connecting -----------------------------------------------------------------------------
 
 
-async def connect(address: str, namespace: str = "default", timeout: float = 10.0) -> Client:
-    """A Temporal client with the Pydantic data converter; clear error if unreachable."""
+async def connect(
+    address: str, namespace: str = "default", timeout: float = 10.0, runtime: Any = None
+) -> Client:
+    """A Temporal client with the Pydantic data converter; clear error if unreachable.
+
+    With tracing on (:mod:`kasal.telemetry`) it carries Temporal's tracing interceptor,
+    which its workers use too; ``runtime`` is a Temporal SDK runtime (e.g. one exporting
+    the SDK's metrics).
+    """
+    from kasal import telemetry
+
     try:
         return await asyncio.wait_for(
-            Client.connect(address, namespace=namespace, data_converter=pydantic_data_converter),
+            Client.connect(
+                address,
+                namespace=namespace,
+                data_converter=pydantic_data_converter,
+                interceptors=telemetry.temporal_interceptors(),
+                runtime=runtime,
+            ),
             timeout,
         )
     except Exception as exc:

@@ -151,6 +151,33 @@ class Settings(BaseSettings):
     retention_days: float = Field(default=0, ge=0)
     #: Let webhook subscriptions target private, loopback and link-local addresses.
     webhook_allow_private: bool = False
+    # -- teams and visibility (issue 10) --------------------------------------------------
+    #: A refresh token (from login) lives this long; each use rotates it.
+    refresh_token_days: int = Field(default=30, ge=1)
+    #: Failed logins for one account from one address before that address is locked out
+    #: of that account (the right password from another address still works).
+    login_failure_limit: str = "5/15 minutes"
+    #: Requests per API key, and execution starts per group (per user: execution_rate_limit).
+    api_key_rate_limit: str = "600/minute"
+    group_execution_rate_limit: str = "600/minute"
+    #: Executions of one group that may run at once (0: no limit).
+    group_max_concurrent_executions: int = Field(default=0, ge=0)
+    #: ``redis://host:6379/0``: rate limits shared by every API replica. Unset: per process.
+    redis_url: str = ""
+    #: Prefix of Kasal's keys in Redis (deployments sharing one Redis set their own).
+    redis_prefix: str = "kasal"
+    #: Identity from a header the platform in front sets (``X-Forwarded-Email`` on
+    #: Databricks Apps). Off unless set, and refused unless ``trusted_proxies`` names the
+    #: proxy's addresses: the header is believed only on requests from those.
+    trusted_proxy_header: str = ""
+    trusted_proxies: list[str] = Field(default_factory=list)
+    #: ``json``: one JSON object per log line with execution id, task and trace id.
+    log_format: str = "text"
+    #: ``kasal worker`` serves Prometheus ``/metrics`` on this port (0: not at all).
+    worker_metrics_port: int = Field(default=0, ge=0, le=65535)
+    worker_metrics_host: str = "127.0.0.1"
+    #: Put prompt and response text in LLM spans (off: spans carry model, tokens, latency).
+    otel_capture_content: bool = False
 
     def resolved_worker_secret(self) -> str:
         """The workers' signing secret: ``worker_secret``, else one derived from ``secret_key``."""
@@ -191,7 +218,10 @@ def disable_crewai_telemetry(settings: Settings | None = None) -> None:
     """
     if (settings or get_settings()).telemetry:
         return
+    from kasal.telemetry import tracing_requested
+
     os.environ.setdefault("CREWAI_DISABLE_TELEMETRY", "true")
-    os.environ.setdefault("OTEL_SDK_DISABLED", "true")
+    if not tracing_requested():  # the operator's own tracing needs the SDK on
+        os.environ.setdefault("OTEL_SDK_DISABLED", "true")
     os.environ.setdefault("CREWAI_TRACING_ENABLED", "false")
     os.environ.setdefault("CREWAI_DISABLE_TRACKING", "true")

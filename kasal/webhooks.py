@@ -118,10 +118,17 @@ async def targets_for(
     owner_id: str | None,
     crew_id: str | None = None,
     schedule_id: str | None = None,
+    *,
+    group_id: str | None = None,
 ) -> list[WebhookTarget]:
-    """The active subscriptions that want events of an execution: the owner's for all of
-    its executions, for this crew, or for this schedule."""
-    if owner_id is None:
+    """The active subscriptions that want events of an execution: its group's (issue 10)
+    for all of the group's executions, for this crew, or for this schedule. An execution in
+    no group (made outside the API) is matched by its owner's subscriptions instead."""
+    if group_id is not None:
+        whose: Any = WebhookSubscription.group_id == group_id
+    elif owner_id is not None:
+        whose = WebhookSubscription.owner_id == owner_id
+    else:
         return []
     scope: list[Any] = [
         WebhookSubscription.crew_id.is_(None) & WebhookSubscription.schedule_id.is_(None)
@@ -133,7 +140,7 @@ async def targets_for(
     rows: Sequence[WebhookSubscription] = (
         await session.scalars(
             select(WebhookSubscription).where(
-                WebhookSubscription.owner_id == owner_id,
+                whose,
                 WebhookSubscription.active.is_(True),
                 or_(*scope),
             )

@@ -1,15 +1,16 @@
-"""Crews: stored, validated ``CrewSpec``s, each owned by one user."""
+"""Crews: stored, validated ``CrewSpec``s, shared within their group (editors change them)."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Response, status
+from fastapi import APIRouter, Body, Request, Response, status
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client
 
+from api.audit import note
 from api.deps import (
-    CurrentUser,
+    CurrentPrincipal,
     IdPath,
     Limit,
     Offset,
@@ -18,8 +19,11 @@ from api.deps import (
     SettingsDep,
 )
 from api.schemas import CrewOut, Page
+from api.services.access import crew_for, group_for_new
 from api.services.catalog import check_runnable
+from kasal.access import Role
 from kasal.db.repositories import CrewRepository
+from kasal.db.teams import SharedRows
 from kasal.settings import Settings
 from kasal.spec import CrewSpec
 
@@ -70,9 +74,16 @@ async def validated(
 
 
 @router.get("", response_model=Page[CrewOut])
-async def list_crews(user: CurrentUser, session: SessionDep, offset: Offset = 0, limit: Limit = 20):
-    """The caller's crews, newest first."""
-    items, total = await CrewRepository(session).list(user.id, offset=offset, limit=limit)
+async def list_crews(
+    principal: CurrentPrincipal, session: SessionDep, offset: Offset = 0, limit: Limit = 20
+):
+    """The crews of the caller's groups, newest first."""
+    items, total = await SharedRows(session).crews(
+        principal.visible_groups(),
+        None if principal.key_id else principal.user_id,
+        offset=offset,
+        limit=limit,
+    )
     return Page[CrewOut](
         items=[CrewOut.model_validate(c) for c in items], total=total, offset=offset, limit=limit
     )
@@ -81,41 +92,67 @@ async def list_crews(user: CurrentUser, session: SessionDep, offset: Offset = 0,
 @router.post("", response_model=CrewOut, status_code=status.HTTP_201_CREATED)
 async def create_crew(
     spec: SpecBody,
-    user: CurrentUser,
+    request: Request,
+    principal: CurrentPrincipal,
     session: SessionDep,
     client: OptionalTemporalClientDep,
     settings: SettingsDep,
 ):
-    """Store a crew from a CrewSpec."""
-    owner_id = user.id
+    """Store a crew from a CrewSpec in the caller's current group (editors and admins)."""
+    note(request, "crew.create", "crew")  # refused attempts are audited under this name too
+    group_id = group_for_new(principal, Role.EDITOR)
     data = await validated(spec, session, client, settings)
-    return await CrewRepository(session).create(owner_id, data)
+    crew = await CrewRepository(session).create(principal.user_id, data)
+    crew.group_id = group_id
+    await session.flush()
+    note(request, "crew.create", "crew", crew.id, group_id=group_id, after={"crew_id": crew.id})
+    return crew
 
 
 @router.get("/{crew_id}", response_model=CrewOut)
-async def get_crew(crew_id: IdPath, user: CurrentUser, session: SessionDep):
-    """One of the caller's crews."""
-    return await CrewRepository(session).get(crew_id, user.id)
+async def get_crew(crew_id: IdPath, principal: CurrentPrincipal, session: SessionDep):
+    """One crew of the caller's groups."""
+    return await crew_for(session, principal, crew_id)
 
 
 @router.put("/{crew_id}", response_model=CrewOut)
 async def replace_crew(
     crew_id: IdPath,
     spec: SpecBody,
-    user: CurrentUser,
+    request: Request,
+    principal: CurrentPrincipal,
     session: SessionDep,
     client: OptionalTemporalClientDep,
     settings: SettingsDep,
 ):
     """Replace a crew's spec (executions already started keep the spec they started with)."""
-    crews = CrewRepository(session)
-    crew = await crews.get(crew_id, user.id)
-    return await crews.replace(crew, await validated(spec, session, client, settings))
+    note(request, "crew.replace", "crew", crew_id)
+    crew = await crew_for(session, principal, crew_id, Role.EDITOR)
+    before = {"name": crew.name, "updated_at": crew.updated_at.isoformat()}
+    crew = await CrewRepository(session).replace(
+        crew, await validated(spec, session, client, settings)
+    )
+    note(
+        request,
+        "crew.replace",
+        "crew",
+        crew.id,
+        group_id=crew.group_id,
+        before=before,
+        after={"name": crew.name, "updated_at": crew.updated_at.isoformat()},
+    )
+    return crew
 
 
 @router.delete("/{crew_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def delete_crew(crew_id: IdPath, user: CurrentUser, session: SessionDep) -> Response:
+async def delete_crew(
+    crew_id: IdPath, request: Request, principal: CurrentPrincipal, session: SessionDep
+) -> Response:
     """Delete a crew; its executions and their traces stay."""
-    crews = CrewRepository(session)
-    await crews.delete(await crews.get(crew_id, user.id))
+    note(request, "crew.delete", "crew", crew_id)
+    crew = await crew_for(session, principal, crew_id, Role.EDITOR)
+    note(
+        request, "crew.delete", "crew", crew.id, group_id=crew.group_id, before={"crew_id": crew.id}
+    )
+    await CrewRepository(session).delete(crew)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -14,13 +14,14 @@ import time
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, status
+from fastapi import APIRouter, Header, Query, Request, status
 from fastapi.responses import JSONResponse
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from api.audit import note
 from api.deps import (
-    CurrentUser,
+    CurrentPrincipal,
     IdPath,
     Limit,
     Offset,
@@ -28,6 +29,7 @@ from api.deps import (
     StateDep,
     TemporalClientDep,
 )
+from api.errors import QuotaExceededError
 from api.schemas import (
     CancelOut,
     ExecutionCreate,
@@ -41,6 +43,7 @@ from api.schemas import (
     Page,
     ReplayIn,
 )
+from api.services.access import crew_for, execution_for, group_for_new
 from api.services.executions import (
     StartRequest,
     WorkflowOptions,
@@ -50,11 +53,14 @@ from api.services.executions import (
 )
 from api.services.lifecycle import wait_closed
 from api.services.replay import replay_execution
+from kasal import metrics
+from kasal.access import Role
 from kasal.blobs import BlobStore, resolve_result
 from kasal.client import ExecutionHandle
 from kasal.db.models import Execution
 from kasal.db.repositories import FINISHED, ExecutionFilter, ExecutionRepository
-from kasal.exceptions import ConflictError, PermissionDeniedError, TemporalUnavailableError
+from kasal.db.teams import SharedRows
+from kasal.exceptions import ConflictError, TemporalUnavailableError
 from kasal.execution import (
     CrewWorkflowResult,
     ExecutionState,
@@ -86,7 +92,7 @@ ScheduleFilter = Annotated[
 ]
 OwnerFilter = Annotated[
     str | None,
-    Query(pattern=r"^[0-9a-f]{32}$", description="admins only: another user's executions"),
+    Query(pattern=r"^[0-9a-f]{32}$", description="executions this user started"),
 ]
 AfterFilter = Annotated[datetime | None, Query(description="created at or after")]
 BeforeFilter = Annotated[datetime | None, Query(description="created before")]
@@ -97,37 +103,30 @@ TextFilter = Annotated[
 MAX_WAIT_SECONDS = 300
 
 
-def list_scope(
-    user: Any,
-    owner_id: str | None,
-    schedule_id: str | None,
-    created_after: datetime | None,
-    created_before: datetime | None,
-    text: str | None,
-) -> tuple[str | None, ExecutionFilter]:
-    """The owner to list for (only admins may name another) and the other filters."""
-    if owner_id is not None and owner_id != user.id and not user.is_admin:
-        raise PermissionDeniedError("only an admin may list another user's executions")
-    return owner_id or user.id, ExecutionFilter(
-        schedule_id=schedule_id,
-        created_after=created_after,
-        created_before=created_before,
-        text=text,
-    )
-
-
 @router.post("", response_model=ExecutionStarted, status_code=status.HTTP_202_ACCEPTED)
 async def start(
     body: ExecutionCreate,
-    user: CurrentUser,
+    http: Request,
+    principal: CurrentPrincipal,
     session: SessionDep,
     state: StateDep,
     client: TemporalClientDep,
     idempotency_key: IdempotencyKey = None,
 ) -> ExecutionStarted:
-    """Start a crew. With ``Idempotency-Key`` a retried request returns the same execution."""
-    owner_id = user.id  # read once: the service may roll the session back (expiring ``user``)
+    """Start a crew (operators and up). The execution belongs to the crew's group (an
+    inline spec: the caller's current group). With ``Idempotency-Key`` a retried request
+    returns the same execution. 429 past the per-user or per-group start rate, or when the
+    group already runs its quota of executions (``KASAL_GROUP_MAX_CONCURRENT_EXECUTIONS``).
+    """
+    note(http, "execution.start", "execution", after={"crew_id": body.crew_id})
+    owner_id = principal.user_id
+    if body.crew_id is not None:
+        group_id = (await crew_for(session, principal, body.crew_id, Role.OPERATOR)).group_id
+    else:
+        group_id = group_for_new(principal, Role.OPERATOR)
     await state.execution_limiter.hit(owner_id)
+    if group_id is not None and state.group_limiter is not None:
+        await state.group_limiter.hit(group_id)
     request = StartRequest(
         owner_id=owner_id,
         crew_id=body.crew_id,
@@ -135,17 +134,51 @@ async def start(
         inputs=body.inputs,
         idempotency_key=idempotency_key,
         project=body.project,
+        group_id=group_id,
     )
     spec = await resolve_spec(session, request, task_queue=state.settings.task_queue)
     if body.project is not None and not body.inputs:
         # The project's own main.py inputs, as `crewai run` (and `kasal run DIR`) use them.
         request = dataclasses.replace(request, inputs=dict(spec.inputs))
+    quota = state.settings.group_max_concurrent_executions
+    if quota and group_id is not None:
+        await _check_quota(session, group_id, quota, owner_id, idempotency_key)
     options = WorkflowOptions(
         task_queue=state.settings.task_queue,
         search_attributes=state.temporal.search_attributes,
         llm_base_urls=tuple(state.settings.llm_base_urls),
     )
-    return await start_execution_for(session, client, request, spec, options)
+    started = await start_execution_for(session, client, request, spec, options)
+    metrics.EXECUTIONS_STARTED.inc()
+    note(
+        http,
+        "execution.start",
+        "execution",
+        started.execution_id,
+        group_id=group_id,
+        after={"execution_id": started.execution_id, "crew_id": body.crew_id},
+    )
+    return started
+
+
+async def _check_quota(
+    session: Any, group_id: str, quota: int, owner_id: str, idempotency_key: str | None
+) -> None:
+    """429 if the group runs ``quota`` executions already. A retried start (its
+    Idempotency-Key known) is let through: it starts nothing new."""
+    if idempotency_key is not None:
+        known = await ExecutionRepository(session).get_by_idempotency_key(owner_id, idempotency_key)
+        if known is not None:
+            return
+    rows = SharedRows(session)
+    await rows.lock_group(group_id)  # held until the start commits its row
+    running = await rows.running_in_group(group_id)
+    if running >= quota:
+        raise QuotaExceededError(
+            f"this group runs {running} executions, its quota is {quota}: retry when one ends",
+            running=running,
+            quota=quota,
+        )
 
 
 @router.post(
@@ -156,36 +189,56 @@ async def start(
 async def replay(
     execution_id: IdPath,
     body: ReplayIn,
-    user: CurrentUser,
+    http: Request,
+    principal: CurrentPrincipal,
     session: SessionDep,
     state: StateDep,
     client: TemporalClientDep,
 ) -> ExecutionStarted:
-    """Re-run an execution from ``from_task`` as a NEW execution (``replay_of`` links it):
-    every earlier task keeps the original's output, with no LLM or tool call; ``from_task``
-    and the tasks after it run again with ``inputs`` overriding the original's. The
-    original stays as it was. 409 if a task before ``from_task`` did not finish."""
-    owner_id = user.id
+    """Re-run an execution from ``from_task`` as a NEW execution (``replay_of`` links it,
+    and it belongs to the original's group; operators and up): every earlier task keeps the
+    original's output, with no LLM or tool call; ``from_task`` and the tasks after it run
+    again with ``inputs`` overriding the original's. The original stays as it was. 409 if a
+    task before ``from_task`` did not finish."""
+    note(http, "execution.replay", "execution", execution_id)
+    original = await execution_for(session, principal, execution_id, Role.OPERATOR)
+    owner_id = principal.user_id
     await state.execution_limiter.hit(owner_id)
+    if original.group_id is not None and state.group_limiter is not None:
+        await state.group_limiter.hit(original.group_id)
+    quota = state.settings.group_max_concurrent_executions
+    if quota and original.group_id is not None:
+        await _check_quota(session, original.group_id, quota, owner_id, None)
     options = WorkflowOptions(
         task_queue=state.settings.task_queue,
         search_attributes=state.temporal.search_attributes,
         llm_base_urls=tuple(state.settings.llm_base_urls),
     )
-    return await replay_execution(
+    started = await replay_execution(
         session,
         client,
         owner_id=owner_id,
-        execution_id=execution_id,
+        original=original,
         from_task=body.from_task,
         inputs=body.inputs,
         options=options,
     )
+    metrics.EXECUTIONS_STARTED.inc()
+    note(
+        http,
+        "execution.replay",
+        "execution",
+        started.execution_id,
+        group_id=original.group_id,
+        before={"execution_id": original.id},
+        after={"execution_id": started.execution_id, "from_task": body.from_task},
+    )
+    return started
 
 
 @router.get("", response_model=Page[ExecutionSummary])
 async def list_executions(
-    user: CurrentUser,
+    principal: CurrentPrincipal,
     session: SessionDep,
     status_filter: StatusFilter = None,
     crew_id: CrewFilter = None,
@@ -197,16 +250,22 @@ async def list_executions(
     offset: Offset = 0,
     limit: Limit = 20,
 ):
-    """The caller's executions, newest first, by status, crew, schedule, creation time and
-    text in the crew name (admins: any owner's)."""
-    owner, filters = list_scope(user, owner_id, schedule_id, created_after, created_before, text)
-    items, total = await ExecutionRepository(session).list(
-        owner,
+    """The executions of the caller's groups, newest first, by status, crew, schedule,
+    the user who started them, creation time and text in the crew name."""
+    items, total = await SharedRows(session).executions(
+        principal.visible_groups(),
+        None if principal.key_id else principal.user_id,
+        started_by=owner_id,
         status=status_filter.value if status_filter else None,
         crew_id=crew_id,
         offset=offset,
         limit=limit,
-        filters=filters,
+        filters=ExecutionFilter(
+            schedule_id=schedule_id,
+            created_after=created_after,
+            created_before=created_before,
+            text=text,
+        ),
     )
     return Page[ExecutionSummary](
         items=[ExecutionSummary.model_validate(e) for e in items],
@@ -262,11 +321,11 @@ def stored_tasks(execution: Execution) -> list[TaskStatus]:
 
 @router.get("/{execution_id}", response_model=ExecutionOut)
 async def get_execution(
-    execution_id: IdPath, user: CurrentUser, session: SessionDep, state: StateDep
+    execution_id: IdPath, principal: CurrentPrincipal, session: SessionDep, state: StateDep
 ):
     """An execution's state and per-task progress."""
     executions = ExecutionRepository(session)
-    execution = await executions.get(execution_id, user.id)
+    execution = await execution_for(session, principal, execution_id)
     base = ExecutionSummary.model_validate(execution).model_dump()
     if execution.status not in FINISHED:
         live = await live_status(state, execution)
@@ -302,7 +361,7 @@ async def get_execution(
 )
 async def get_result(
     execution_id: IdPath,
-    user: CurrentUser,
+    principal: CurrentPrincipal,
     session: SessionDep,
     state: StateDep,
     wait: Annotated[
@@ -317,7 +376,7 @@ async def get_result(
 ) -> Any:
     """The final output, per-task outputs and token usage. Without ``wait``, 409 until the
     execution ends; with it, blocks until the end or answers 202 with the status."""
-    execution = await ExecutionRepository(session).get(execution_id, user.id)
+    execution = await execution_for(session, principal, execution_id)
     if execution.status not in FINISHED and wait > 0:
         # Wait on Temporal (a long poll), holding no database connection meanwhile.
         await session.commit()
@@ -384,13 +443,24 @@ def _result_out(
 )
 async def cancel(
     execution_id: IdPath,
-    user: CurrentUser,
+    http: Request,
+    principal: CurrentPrincipal,
     session: SessionDep,
     state: StateDep,
     client: TemporalClientDep,
 ):
-    """Ask a running execution to stop. Idempotent: cancelling a finished one changes nothing."""
-    execution = await ExecutionRepository(session).get(execution_id, user.id)
+    """Ask a running execution to stop (operators and up). Idempotent: cancelling a finished
+    one changes nothing."""
+    note(http, "execution.cancel", "execution", execution_id)
+    execution = await execution_for(session, principal, execution_id, Role.OPERATOR)
+    note(
+        http,
+        "execution.cancel",
+        "execution",
+        execution.id,
+        group_id=execution.group_id,
+        before={"status": execution.status},
+    )
     if execution.status in FINISHED:
         return CancelOut(execution_id=execution.id, status=execution.status, cancel_requested=False)
     live = await live_status(state, execution)
@@ -413,12 +483,23 @@ FEEDBACK_TIMEOUT = 15
 async def feedback(
     execution_id: IdPath,
     body: FeedbackIn,
-    user: CurrentUser,
+    http: Request,
+    principal: CurrentPrincipal,
     session: SessionDep,
     client: TemporalClientDep,
 ):
-    """Human input for a task waiting for review; 409 if no task is waiting."""
-    execution = await ExecutionRepository(session).get(execution_id, user.id)
+    """Human input for a task waiting for review (operators and up); 409 if no task is
+    waiting."""
+    note(http, "execution.feedback", "execution", execution_id)
+    execution = await execution_for(session, principal, execution_id, Role.OPERATOR)
+    note(
+        http,
+        "execution.feedback",
+        "execution",
+        execution.id,
+        group_id=execution.group_id,
+        after={"approve": body.approve, "task": body.task},
+    )
     if execution.status in FINISHED:
         raise ConflictError(f"execution {execution_id} has finished ({execution.status})")
     handle = ExecutionHandle(client, execution.id)

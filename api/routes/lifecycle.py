@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Response, status
+from fastapi import APIRouter, Header, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 
-from api.deps import CurrentUser, IdPath, SessionDep, StateDep, TemporalClientDep
+from api.audit import note
+from api.deps import CurrentPrincipal, IdPath, SessionDep, StateDep, TemporalClientDep
 from api.routes.executions import (
     AfterFilter,
     BeforeFilter,
@@ -18,20 +19,22 @@ from api.routes.executions import (
     OwnerFilter,
     ScheduleFilter,
     TextFilter,
-    list_scope,
     live_status,
 )
 from api.schemas import ExecutionCounts, StopIn, StopOut
+from api.services.access import execution_for
 from api.services.lifecycle import delete_execution, force_stop, note_stop, send_stop
 from api.sse import event_stream, resume_offset
-from kasal.db.repositories import FINISHED, ExecutionRepository
+from kasal.access import Role
+from kasal.db.repositories import FINISHED, ExecutionFilter
+from kasal.db.teams import SharedRows
 
 router = APIRouter(prefix="/executions", tags=["executions"])
 
 
 @router.get("/counts", response_model=ExecutionCounts)
 async def counts(
-    user: CurrentUser,
+    principal: CurrentPrincipal,
     session: SessionDep,
     crew_id: CrewFilter = None,
     schedule_id: ScheduleFilter = None,
@@ -40,25 +43,46 @@ async def counts(
     created_before: BeforeFilter = None,
     text: TextFilter = None,
 ) -> ExecutionCounts:
-    """How many of the caller's executions are in each state (same filters as the list)."""
-    owner, filters = list_scope(user, owner_id, schedule_id, created_after, created_before, text)
-    found = await ExecutionRepository(session).counts(owner, crew_id=crew_id, filters=filters)
+    """How many executions of the caller's groups are in each state (same filters as the
+    list)."""
+    found = await SharedRows(session).execution_counts(
+        principal.visible_groups(),
+        None if principal.key_id else principal.user_id,
+        crew_id=crew_id,
+        started_by=owner_id,
+        filters=ExecutionFilter(
+            schedule_id=schedule_id,
+            created_after=created_after,
+            created_before=created_before,
+            text=text,
+        ),
+    )
     return ExecutionCounts(counts=found, total=sum(found.values()))
 
 
 @router.post("/{execution_id}/stop", response_model=StopOut, status_code=status.HTTP_202_ACCEPTED)
 async def stop(
     execution_id: IdPath,
-    user: CurrentUser,
+    http: Request,
+    principal: CurrentPrincipal,
     session: SessionDep,
     state: StateDep,
     client: TemporalClientDep,
     body: StopIn | None = None,
 ) -> StopOut:
-    """Stop gracefully: the running task finishes, no new task starts, the execution ends
-    ``stopped``. Idempotent; a finished execution is left as it is."""
-    who = user.email
-    execution = await ExecutionRepository(session).get(execution_id, user.id)
+    """Stop gracefully (operators and up): the running task finishes, no new task starts,
+    the execution ends ``stopped``. Idempotent; a finished execution is left as it is."""
+    who = principal.email
+    note(http, "execution.stop", "execution", execution_id)
+    execution = await execution_for(session, principal, execution_id, Role.OPERATOR)
+    note(
+        http,
+        "execution.stop",
+        "execution",
+        execution.id,
+        group_id=execution.group_id,
+        before={"status": execution.status},
+    )
     if execution.status in FINISHED:
         return _stop_out(execution, "stop", who)
     live = await live_status(state, execution)
@@ -78,15 +102,26 @@ async def stop(
 @router.post("/{execution_id}/force-stop", response_model=StopOut)
 async def force_stop_route(
     execution_id: IdPath,
-    user: CurrentUser,
+    http: Request,
+    principal: CurrentPrincipal,
     session: SessionDep,
     state: StateDep,
     client: TemporalClientDep,
 ) -> StopOut:
-    """Cancel now (running tasks stop within a heartbeat); terminate if the workflow does not
-    acknowledge within ``KASAL_FORCE_STOP_SECONDS``. Answers once the execution has ended."""
-    who = user.email
-    execution = await ExecutionRepository(session).get(execution_id, user.id)
+    """Cancel now (operators and up; running tasks stop within a heartbeat); terminate if
+    the workflow does not acknowledge within ``KASAL_FORCE_STOP_SECONDS``. Answers once the
+    execution has ended."""
+    who = principal.email
+    note(http, "execution.force_stop", "execution", execution_id)
+    execution = await execution_for(session, principal, execution_id, Role.OPERATOR)
+    note(
+        http,
+        "execution.force_stop",
+        "execution",
+        execution.id,
+        group_id=execution.group_id,
+        before={"status": execution.status},
+    )
     if execution.status in FINISHED:
         return _stop_out(execution, "force_stop", who)
     at = await note_stop(session, execution, "force_stop", who)
@@ -106,11 +141,24 @@ async def force_stop_route(
 
 @router.delete("/{execution_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def delete(
-    execution_id: IdPath, user: CurrentUser, session: SessionDep, state: StateDep
+    execution_id: IdPath,
+    http: Request,
+    principal: CurrentPrincipal,
+    session: SessionDep,
+    state: StateDep,
 ) -> Response:
-    """Delete a finished execution with its trace, journal, blobs and Temporal history;
-    409 while it runs (stop it first)."""
-    execution = await ExecutionRepository(session).get(execution_id, user.id)
+    """Delete a finished execution with its trace, journal, blobs and Temporal history
+    (editors and up); 409 while it runs (stop it first)."""
+    note(http, "execution.delete", "execution", execution_id)
+    execution = await execution_for(session, principal, execution_id, Role.EDITOR)
+    note(
+        http,
+        "execution.delete",
+        "execution",
+        execution.id,
+        group_id=execution.group_id,
+        before={"execution_id": execution.id, "status": execution.status},
+    )
     await session.commit()
     try:
         client = await state.temporal.get()
@@ -133,7 +181,7 @@ async def delete(
 )
 async def events(
     execution_id: IdPath,
-    user: CurrentUser,
+    principal: CurrentPrincipal,
     session: SessionDep,
     state: StateDep,
     last_event_id: Annotated[
@@ -143,7 +191,7 @@ async def events(
     from_offset: Annotated[int | None, Query(ge=0, description="first offset to send")] = None,
 ) -> StreamingResponse:
     """The execution's events as Server-Sent Events, live until it ends; resumable."""
-    execution = await ExecutionRepository(session).get(execution_id, user.id)
+    execution = await execution_for(session, principal, execution_id)
     stored = execution.status in FINISHED and execution.status_detail is not None
     await session.commit()
     body = event_stream(

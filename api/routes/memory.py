@@ -1,18 +1,22 @@
 """A crew's memory: list, search and clear what its executions remembered (and the
-knowledge chunks they embedded). Only the crew's owner reaches it."""
+knowledge chunks they embedded). Reached through the crew's group (issue 10): viewers read,
+editors clear. Memory stays per person: each caller sees what their own runs of the crew
+remembered."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel
 
-from api.deps import CurrentUser, IdPath, Limit, Offset, SessionDep, StateDep
+from api.audit import note
+from api.deps import CurrentPrincipal, IdPath, Limit, Offset, SessionDep, StateDep
 from api.schemas import Page
 from api.services import memory as service
-from kasal.db.repositories import CrewRepository
+from api.services.access import crew_for
+from kasal.access import Role
 from kasal.memory import MemoryStore
 from kasal.spec import CrewSpec
 
@@ -55,7 +59,7 @@ def _store(state: StateDep) -> MemoryStore:
 @router.get("/{crew_id}/memory", response_model=Page[MemoryOut])
 async def list_memory(
     crew_id: IdPath,
-    user: CurrentUser,
+    principal: CurrentPrincipal,
     session: SessionDep,
     state: StateDep,
     kind: Kind = None,
@@ -63,9 +67,9 @@ async def list_memory(
     limit: Limit = 20,
 ):
     """The crew's memory records, newest first."""
-    await CrewRepository(session).get(crew_id, user.id)  # 404 unless the caller's
+    await crew_for(session, principal, crew_id)  # 404 outside the crew's group
     rows, total = await _store(state).list(
-        service.scope_of(crew_id, user.id), kind=kind, limit=limit, offset=offset
+        service.scope_of(crew_id, principal.user_id), kind=kind, limit=limit, offset=offset
     )
     items = [
         MemoryOut(id=r.id, kind=r.kind, content=r.content, meta=r.meta, created_at=r.created_at)
@@ -77,7 +81,7 @@ async def list_memory(
 @router.get("/{crew_id}/memory/search", response_model=MemorySearch)
 async def search_memory(
     crew_id: IdPath,
-    user: CurrentUser,
+    principal: CurrentPrincipal,
     session: SessionDep,
     state: StateDep,
     q: Annotated[str, Query(min_length=1, max_length=2000, description="what to look for")],
@@ -85,12 +89,12 @@ async def search_memory(
     limit: Annotated[int, Query(ge=1, le=50)] = 5,
 ):
     """The records most similar to ``q`` (embedded with the crew's embedder)."""
-    crew = await CrewRepository(session).get(crew_id, user.id)
+    crew = await crew_for(session, principal, crew_id)
     spec = CrewSpec.model_validate(crew.spec)
     hits = await service.search(
         state.sessions,
         spec,
-        service.scope_of(crew_id, user.id),
+        service.scope_of(crew_id, principal.user_id),
         q,
         kind=kind,
         limit=limit,
@@ -105,9 +109,16 @@ async def search_memory(
 
 @router.delete("/{crew_id}/memory", response_model=MemoryCleared)
 async def clear_memory(
-    crew_id: IdPath, user: CurrentUser, session: SessionDep, state: StateDep, kind: Kind = None
+    crew_id: IdPath,
+    http: Request,
+    principal: CurrentPrincipal,
+    session: SessionDep,
+    state: StateDep,
+    kind: Kind = None,
 ):
-    """Forget the crew's memory (all of it, or one kind)."""
-    await CrewRepository(session).get(crew_id, user.id)
-    deleted = await _store(state).clear(service.scope_of(crew_id, user.id), kind=kind)
+    """Forget the caller's memory of the crew (all of it, or one kind; editors and up)."""
+    note(http, "crew.memory.clear", "crew", crew_id)
+    crew = await crew_for(session, principal, crew_id, Role.EDITOR)
+    note(http, "crew.memory.clear", "crew", crew.id, group_id=crew.group_id)
+    deleted = await _store(state).clear(service.scope_of(crew_id, principal.user_id), kind=kind)
     return MemoryCleared(deleted=deleted)

@@ -9,7 +9,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path
 
-from api.deps import CurrentUser, SessionDep, StateDep
+from api.deps import CurrentPrincipal, SessionDep, StateDep
 from api.schemas import ProjectOut
 from kasal.db.projects import ProjectRepository, WorkerProject
 from kasal.spec import CrewSpec
@@ -37,7 +37,7 @@ def _out(row: WorkerProject) -> ProjectOut:
 
 @router.get("", response_model=list[ProjectOut])
 async def list_projects(
-    user: CurrentUser, session: SessionDep, state: StateDep
+    principal: CurrentPrincipal, session: SessionDep, state: StateDep
 ) -> list[ProjectOut]:
     """The CrewAI projects served on this deployment's task queue."""
     rows = await ProjectRepository(session).for_queue(state.settings.task_queue)
@@ -46,7 +46,7 @@ async def list_projects(
 
 @router.get("/{name}", response_model=ProjectOut)
 async def get_project(
-    name: NamePath, user: CurrentUser, session: SessionDep, state: StateDep
+    name: NamePath, principal: CurrentPrincipal, session: SessionDep, state: StateDep
 ) -> ProjectOut:
     """One served project: its agents, tasks, placeholders and default inputs."""
     return _out(await ProjectRepository(session).get(name, state.settings.task_queue))

@@ -9,7 +9,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel
 from sqlalchemy import select
 
-from api.deps import CurrentUser, OptionalTemporalClientDep, SessionDep, SettingsDep
+from api.deps import CurrentPrincipal, OptionalTemporalClientDep, SessionDep, SettingsDep
 from api.services.catalog import load_catalog
 from kasal.catalog import BUILTIN_TOOLS, CONFIGURABLE_TOOLS
 from kasal.db.models import ToolDescription
@@ -40,7 +40,7 @@ class ToolCatalog(BaseModel):
 
 @router.get("", response_model=ToolCatalog)
 async def list_tools(
-    user: CurrentUser,
+    principal: CurrentPrincipal,
     session: SessionDep,
     client: OptionalTemporalClientDep,
     settings: SettingsDep,

@@ -8,10 +8,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from api.deps import CurrentUser, IdPath, Offset, SessionDep, StateDep
+from api.deps import CurrentPrincipal, IdPath, Offset, SessionDep, StateDep
 from api.schemas import TraceOut, wire_event
+from api.services.access import execution_for
 from kasal.client import ExecutionHandle
-from kasal.db.repositories import FINISHED, ExecutionRepository, TraceRepository
+from kasal.db.repositories import FINISHED, TraceRepository
 from kasal.execution import Event
 
 log = logging.getLogger(__name__)
@@ -23,14 +24,14 @@ TraceLimit = Annotated[int, Query(ge=1, le=1000, description="events per page")]
 @router.get("/{job_id}", response_model=TraceOut)
 async def get_trace(
     job_id: IdPath,
-    user: CurrentUser,
+    principal: CurrentPrincipal,
     session: SessionDep,
     state: StateDep,
     offset: Offset = 0,
     limit: TraceLimit = 100,
 ):
     """Events of execution ``job_id`` from ``offset`` on, in order."""
-    execution = await ExecutionRepository(session).get(job_id, user.id)
+    execution = await execution_for(session, principal, job_id)
     finished = execution.status in FINISHED
     events: list[Event] | None = None
     if not finished:

@@ -2,9 +2,10 @@
 
 Protocol (JSON text frames):
 
-- authenticate with an ``Authorization: Bearer <token>`` header, or with a first message
-  ``{"type": "auth", "token": "..."}`` (browsers cannot set headers; tokens in URLs end up
-  in access logs, so they are not accepted there);
+- authenticate with an ``Authorization: Bearer <token or API key>`` or ``X-API-Key`` header,
+  or with a first message ``{"type": "auth", "token": "..."}`` (an access token or an API
+  key; browsers cannot set headers; tokens in URLs end up in access logs, so they are not
+  accepted there); executions of groups the caller is not in are ``not_found``;
 - ``{"type": "subscribe", "execution_id": "...", "from_offset": 0}`` (or ``execution_ids``
   for several) -> ``{"type": "subscribed", ...}``, then every event from ``from_offset`` on:
   ``{"type": "task_start", "offset": 3, "execution_id": ..., "data": ..., ...}``;
@@ -29,12 +30,15 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from starlette.websockets import WebSocketState
 
-from api.deps import AppState, user_for_token
+from api.deps import AppState, client_address_of, resolve_principal
 from api.errors import error_body
 from api.relay import Relay, SlowClientError
 from api.schemas import wire_event
-from kasal.db.models import User
-from kasal.db.repositories import FINISHED, ExecutionRepository, TraceRepository
+from api.services.access import execution_for
+from api.services.credentials import looks_like_key
+from kasal.access import Principal
+from kasal.db.models import ApiKey, User, utcnow
+from kasal.db.repositories import FINISHED, TraceRepository
 from kasal.exceptions import KasalError
 
 log = logging.getLogger(__name__)
@@ -42,6 +46,9 @@ router = APIRouter(tags=["websocket"])
 
 AUTH_TIMEOUT = 10.0
 MAX_SUBSCRIPTIONS = 100
+#: A connection authenticated by an API key (or the trusted proxy) is re-authenticated
+#: after this long: a revoked key does not keep a socket for ever.
+KEY_CONNECTION_SECONDS = 3600.0
 #: Close codes: policy violation (auth), and "try again later" for a dropped slow client.
 CLOSE_POLICY = 1008
 CLOSE_TRY_AGAIN = 1013
@@ -85,11 +92,14 @@ ClientMessage: TypeAdapter[Any] = TypeAdapter(
 class Connection:
     """One client socket and its subscriptions."""
 
-    def __init__(self, websocket: WebSocket, state: AppState, user: User) -> None:
+    def __init__(
+        self, websocket: WebSocket, state: AppState, user: User, principal: Principal
+    ) -> None:
         self.websocket = websocket
         self.state = state
         self.relay: Relay = state.relay  # type: ignore[assignment]
         self.user = user
+        self.principal = principal
         self.subscriptions: dict[str, asyncio.Task[None]] = {}
         self._send_lock = asyncio.Lock()
         self.dropped: str | None = None
@@ -161,8 +171,13 @@ class Connection:
             )
             return
         async with self.state.sessions() as session:
+            if self.principal.key_id is not None and not await key_still_valid(
+                session, self.principal.key_id
+            ):
+                await _refuse(self.websocket, "the API key was revoked or has expired")
+                return
             try:
-                execution = await ExecutionRepository(session).get(execution_id, self.user.id)
+                execution = await execution_for(session, self.principal, execution_id)
             except KasalError as exc:
                 await self.request_error(exc.code, exc.message, execution_id=execution_id)
                 return
@@ -223,13 +238,18 @@ class Connection:
             await self.websocket.close(code=CLOSE_TRY_AGAIN, reason="too slow; reconnect")
 
 
-async def authenticate(websocket: WebSocket, state: AppState) -> User | None:
-    """The user behind the connection's token (header, or a first ``auth`` message)."""
+async def authenticate(websocket: WebSocket, state: AppState) -> tuple[User, Principal] | None:
+    """The user behind the connection's credentials (``Authorization`` or ``X-API-Key``
+    header, or a first ``auth`` message), as HTTP requests resolve them."""
     header = websocket.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if header and scheme.lower() != "bearer":
         token = ""
-    if not token:
+    api_key = websocket.headers.get("x-api-key") or None
+    proxied = bool(state.settings.trusted_proxy_header) and bool(
+        websocket.headers.get(state.settings.trusted_proxy_header)
+    )
+    if not token and not api_key and not proxied:
         try:
             raw = await asyncio.wait_for(websocket.receive_text(), AUTH_TIMEOUT)
             message = ClientMessage.validate_json(raw)
@@ -239,16 +259,41 @@ async def authenticate(websocket: WebSocket, state: AppState) -> User | None:
             await _refuse(websocket, 'authenticate first: {"type": "auth", "token": "..."}')
             return None
         token = message.token
+    token = token.strip()
     async with state.sessions() as session:
         try:
-            user = await user_for_token(session, token.strip(), state.settings)
+            principal, user = await resolve_principal(
+                session,
+                state,
+                address=client_address_of(websocket),
+                headers=websocket.headers,
+                bearer_token=token or None,
+                api_key=api_key,
+                group=websocket.headers.get("x-kasal-group") or None,
+            )
+            await session.commit()  # an API key's last use
         except KasalError as exc:
             await _refuse(websocket, exc.message)
             return None
-    # Verified above; read its expiry so the connection ends with the token.
-    claims = jwt.decode(token.strip(), options={"verify_signature": False})
-    websocket.state.token_expires = float(claims["exp"])
-    return user
+    # Verified above: an access token's connection ends with the token. Keys and proxy
+    # identities are checked again at each subscription.
+    if token and not looks_like_key(token):
+        claims = jwt.decode(token, options={"verify_signature": False})
+        websocket.state.token_expires = float(claims["exp"])
+    else:
+        websocket.state.token_expires = time.time() + KEY_CONNECTION_SECONDS
+    return user, principal
+
+
+async def key_still_valid(session: Any, key_id: str) -> bool:
+    """True while the API key is neither revoked nor expired."""
+    key = await session.get(ApiKey, key_id)
+    now = utcnow()
+    return not (
+        key is None
+        or key.revoked_at is not None
+        or (key.expires_at is not None and key.expires_at <= now)
+    )
 
 
 async def _refuse(websocket: WebSocket, message: str) -> None:
@@ -264,10 +309,11 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
     """Authenticated live events of one or more executions."""
     state: AppState = websocket.app.state.kasal
     await websocket.accept()
-    user = await authenticate(websocket, state)
-    if user is None:
+    identity = await authenticate(websocket, state)
+    if identity is None:
         return
-    connection = Connection(websocket, state, user)
+    user, principal = identity
+    connection = Connection(websocket, state, user, principal)
     await connection.send_json({"type": "authenticated", "user_id": user.id})
     try:
         # The connection lives as long as its token: a client must reconnect with a new one.

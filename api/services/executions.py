@@ -25,8 +25,9 @@ from api.services.catalog import check_runnable
 from kasal.client import ExecutionHandle, new_execution_id, start_execution
 from kasal.constants import workflow_id_for
 from kasal.db.models import Execution
-from kasal.db.repositories import CrewRepository, ExecutionRepository
-from kasal.exceptions import ConflictError, TemporalUnavailableError
+from kasal.db.repositories import ExecutionRepository
+from kasal.db.teams import SharedRows
+from kasal.exceptions import ConflictError, NotFoundError, TemporalUnavailableError
 from kasal.execution import ExecutionState
 from kasal.spec import CrewSpec
 from kasal.webhooks import targets_for
@@ -49,6 +50,9 @@ class StartRequest:
     idempotency_key: str | None = None
     #: A CrewAI project the workers serve, by name.
     project: str | None = None
+    #: The group the execution belongs to (issue 10): the crew's, or the caller's current
+    #: one for an inline spec or a project. None: only the owner sees it.
+    group_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -89,15 +93,22 @@ def temporal_error(exc: RPCError) -> TemporalUnavailableError:
 async def resolve_spec(
     session: AsyncSession, request: StartRequest, *, task_queue: str | None = None
 ) -> CrewSpec:
-    """The validated spec to run: the stored crew's (404 if not the owner's), the inline
-    one, or a CrewAI project's as its workers published it (404 if none serves it).
+    """The validated spec to run: the stored crew's (404 unless it is in ``request.group_id``,
+    or, a crew with no group, the owner's), the inline one, or a CrewAI project's as its
+    workers published it (404 if none serves it).
 
     Placeholders are checked against the inputs here, so a missing input is an error
     before anything is written. A project started without inputs gets those of its
     ``main.py`` (``spec.inputs``).
     """
     if request.crew_id is not None:
-        crew = await CrewRepository(session).get(request.crew_id, request.owner_id)
+        crew = await SharedRows(session).crew(request.crew_id)
+        # The route authorized the caller for the crew's group; the crew must be that one.
+        if crew is None or not (
+            (crew.group_id is not None and crew.group_id == request.group_id)
+            or (crew.group_id is None and crew.owner_id == request.owner_id)
+        ):
+            raise NotFoundError(f"crew {request.crew_id} not found")
         spec = CrewSpec.from_data(crew.spec)
     elif request.project is not None:
         from kasal.db.projects import ProjectRepository
@@ -172,6 +183,7 @@ def _new_row(
         id=execution_id,
         workflow_id=workflow_id_for(execution_id),
         owner_id=request.owner_id,
+        group_id=request.group_id,
         crew_id=request.crew_id,
         crew_name=spec.name,
         status=ExecutionState.PENDING.value,
@@ -191,7 +203,9 @@ async def _start_or_compensate(
     options: WorkflowOptions,
 ) -> None:
     try:
-        webhooks = await targets_for(session, request.owner_id, request.crew_id)
+        webhooks = await targets_for(
+            session, request.owner_id, request.crew_id, group_id=request.group_id
+        )
         await start_execution(
             client,
             spec,
@@ -248,7 +262,9 @@ async def _ensure_started(
             crew_id=execution.crew_id,
             owner=execution.owner_id,
             search_attributes=options.search_attributes,
-            webhooks=await targets_for(session, execution.owner_id, execution.crew_id),
+            webhooks=await targets_for(
+                session, execution.owner_id, execution.crew_id, group_id=execution.group_id
+            ),
         )
     except RPCError as exc:
         raise temporal_error(exc) from None

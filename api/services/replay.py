@@ -52,17 +52,17 @@ async def replay_execution(
     client: Client,
     *,
     owner_id: str,
-    execution_id: str,
+    original: Execution,
     from_task: str,
     inputs: dict[str, Any],
     options: WorkflowOptions,
 ) -> ExecutionStarted:
-    """Start the replay of the owner's execution ``execution_id`` from ``from_task``.
+    """Start, for ``owner_id``, the replay of ``original`` (which the caller authorized)
+    from ``from_task``. The replay belongs to the original's group.
 
     The new row is committed before its workflow starts (as every start is) and deleted if
     the workflow cannot be started; the original's row and history are not touched.
     """
-    original = await ExecutionRepository(session).get(execution_id, owner_id)
     source = await replay_source(client, original)
     spec, merged, _seed = plan_replay(source, from_task, inputs)  # 404/409/422 before writes
     await check_runnable(
@@ -73,6 +73,7 @@ async def replay_execution(
         id=new_id,
         workflow_id=workflow_id_for(new_id),
         owner_id=owner_id,
+        group_id=original.group_id,
         crew_id=original.crew_id,
         crew_name=spec.name,
         status=ExecutionState.PENDING.value,

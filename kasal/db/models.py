@@ -92,6 +92,8 @@ class Crew(Base):
     name: Mapped[str] = mapped_column(String(200))
     description: Mapped[str] = mapped_column(Text, default="")
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    #: The group that shares it (issue 10); None only for rows made before groups existed.
+    group_id: Mapped[str | None] = mapped_column(String(32), index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -115,6 +117,9 @@ class Execution(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     workflow_id: Mapped[str] = mapped_column(String(100), unique=True)
     owner_id: Mapped[str | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    #: The group that shares it (issue 10); None for rows made outside the API or before
+    #: groups existed (then only the owner sees it).
+    group_id: Mapped[str | None] = mapped_column(String(32), index=True)
     # No foreign key: an execution outlives the crew it was started from.
     crew_id: Mapped[str | None] = mapped_column(String(32))
     crew_name: Mapped[str] = mapped_column(String(200))
@@ -152,6 +157,8 @@ class Schedule(Base):
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     owner_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    #: The group that shares it (issue 10); None only for rows made before groups existed.
+    group_id: Mapped[str | None] = mapped_column(String(32), index=True)
     name: Mapped[str] = mapped_column(String(200))
     crew_id: Mapped[str | None] = mapped_column(String(32))
     spec: Mapped[dict[str, Any] | None] = mapped_column(JSON)
@@ -169,6 +176,9 @@ class WebhookSubscription(Base):
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     owner_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    #: The group that shares it (issue 10): a subscription with no crew or schedule gets
+    #: the events of its group's executions. None only for rows made before groups existed.
+    group_id: Mapped[str | None] = mapped_column(String(32), index=True)
     url: Mapped[str] = mapped_column(String(2000))
     secret: Mapped[str] = mapped_column(String(200))
     events: Mapped[list[str]] = mapped_column(JSON, default=list)
@@ -313,3 +323,98 @@ class ToolDescription(Base):
     #: Why the tool cannot work on the worker that described it last ("" if it can).
     problem: Mapped[str] = mapped_column(Text, default="")
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+# -- teams and visibility (issue 10) --------------------------------------------------------
+
+
+class Group(Base):
+    """A team: its members share crews and executions, by role."""
+
+    __tablename__ = "groups"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    #: A user's own group, made with the account (the default for someone in no team).
+    personal: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class GroupMember(Base):
+    """A user's role in a group: admin, editor, operator or viewer."""
+
+    __tablename__ = "group_members"
+
+    group_id: Mapped[str] = mapped_column(
+        ForeignKey("groups.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[str] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    role: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ApiKey(Base):
+    """A program's credential. Only a SHA-256 of the key is kept; ``prefix`` (the key's
+    first characters, ``kasal_xxxxxxxx``) finds the row and tells people which key it is."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    prefix: Mapped[str] = mapped_column(String(32), unique=True)
+    key_hash: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(200))
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    #: The group the key acts in: it never sees another group, whatever its user may.
+    group_id: Mapped[str] = mapped_column(ForeignKey("groups.id", ondelete="CASCADE"))
+    scopes: Mapped[list[str]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column()
+    last_used_at: Mapped[datetime | None] = mapped_column()
+    revoked_at: Mapped[datetime | None] = mapped_column()
+
+
+class RefreshToken(Base):
+    """One refresh token of a sign-in (a SHA-256 of it). Each use rotates it; a token used
+    twice means it leaked, and its whole ``family`` (that sign-in) is revoked."""
+
+    __tablename__ = "refresh_tokens"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    family: Mapped[str] = mapped_column(String(32), index=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column()
+    used_at: Mapped[datetime | None] = mapped_column()
+    revoked_at: Mapped[datetime | None] = mapped_column()
+
+
+class AuditEvent(Base):
+    """One mutation: who, what, when, from where, and the ids before and after.
+
+    Append-only: the migration installs triggers that refuse UPDATE and DELETE.
+    """
+
+    __tablename__ = "audit_events"
+    __table_args__ = (
+        Index("ix_audit_events_at", "at"),
+        Index("ix_audit_events_group_at", "group_id", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    actor_user_id: Mapped[str | None] = mapped_column(String(32))
+    actor_email: Mapped[str | None] = mapped_column(String(320))
+    actor_key_id: Mapped[str | None] = mapped_column(String(32))
+    group_id: Mapped[str | None] = mapped_column(String(32))
+    action: Mapped[str] = mapped_column(String(200))
+    method: Mapped[str] = mapped_column(String(10))
+    path: Mapped[str] = mapped_column(String(500))
+    status_code: Mapped[int] = mapped_column(Integer)
+    target_type: Mapped[str | None] = mapped_column(String(64))
+    target_id: Mapped[str | None] = mapped_column(String(255))
+    before: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    after: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    address: Mapped[str | None] = mapped_column(String(100))

@@ -205,8 +205,14 @@ async def test_filters_counts_and_delete(ops, worker):
     assert none["total"] == 0
     counts = (await client.get(f"{EXECUTIONS}/counts", headers=alice)).json()
     assert counts == {"counts": {"completed": 2}, "total": 2}
+    # Issue 10: owner_id filters by who started them, among the executions of the caller's
+    # groups (it was "admins only" when each user saw only their own): another user's id
+    # finds nothing of anyone else's, alice's own finds hers.
     other = await client.get(EXECUTIONS, params={"owner_id": "0" * 32}, headers=alice)
-    assert other.status_code == 403
+    assert other.status_code == 200 and other.json()["total"] == 0
+    alice_id = (await client.get("/api/v1/auth/me", headers=alice)).json()["id"]
+    mine = await client.get(EXECUTIONS, params={"owner_id": alice_id}, headers=alice)
+    assert {e["id"] for e in mine.json()["items"]} == {first, second}
 
     deleted = await client.delete(f"{EXECUTIONS}/{first}", headers=alice)
     assert deleted.status_code == 204, deleted.text

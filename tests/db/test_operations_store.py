@@ -50,6 +50,28 @@ async def test_webhook_targets_follow_owner_crew_and_schedule(sessions):
         assert await targets_for(session, None) == []
 
 
+async def test_webhook_targets_follow_the_executions_group(sessions):
+    """Issue 10: a subscription belongs to a group and hears every execution of that group,
+    whoever started it; another group's subscriptions never do, even on the same crew id."""
+    async with sessions() as session, session.begin():
+        alice = await _user(session, "a@example.com")
+        bob = await _user(session, "b@example.com")
+        team = _sub(alice.id, ["execution_completed"], group_id="g" * 32)
+        team_crew = _sub(alice.id, ["task_completed"], group_id="g" * 32, crew_id="c" * 32)
+        elsewhere = _sub(bob.id, ["execution_completed"], group_id="h" * 32, crew_id="c" * 32)
+        session.add_all([team, team_crew, elsewhere])
+    async with sessions() as session:
+        # bob started it, in alice's group: the group's subscriptions hear it.
+        heard = await targets_for(session, bob.id, "c" * 32, group_id="g" * 32)
+        assert {t.subscription_id for t in heard} == {team.id, team_crew.id}
+        heard = await targets_for(session, alice.id, group_id="h" * 32)
+        assert [t.subscription_id for t in heard] == []
+        # An execution in no group (made outside the API) is its owner's alone.
+        assert {t.subscription_id for t in await targets_for(session, bob.id, "c" * 32)} == {
+            elsewhere.id
+        }
+
+
 async def test_filters_counts_and_purge(sessions):
     now = datetime.now(UTC)
     async with sessions() as session, session.begin():

@@ -100,6 +100,34 @@ async def test_the_client_runs_a_crew_end_to_end(settings, worker):
             assert error.value.status == 404 and error.value.code == "not_found"
 
 
+async def test_the_client_works_with_an_api_key_in_a_group(settings, worker):
+    """Issue 10: a program holds an API key, not a password; ``group`` picks the group."""
+    from kasal.api_client import APIError
+
+    async with running_app(api_settings_for(settings)) as app:
+        transport = httpx.ASGITransport(app=app)
+        async with KasalAPI("http://test", transport=transport) as admin:
+            await admin.login(ADMIN_EMAIL, ADMIN_PASSWORD)
+            headers = admin._headers()
+            raw = admin._http
+            group = (await raw.get("/api/v1/groups", headers=headers)).json()[0]["id"]
+            made = await raw.post(
+                "/api/v1/keys", json={"name": "prog", "scopes": ["run"]}, headers=headers
+            )
+            assert made.status_code == 201, made.text
+        async with KasalAPI(
+            "http://test", token=made.json()["key"], group=group, transport=transport
+        ) as api:
+            started = await api.start_execution(spec=offline_spec(tasks=1))
+            result = await api.result(started.execution_id, wait=30)
+            assert isinstance(result, ExecutionResult) and result.status == "completed"
+            assert (await api.get_execution(started.execution_id)).id == started.execution_id
+            # A run key deletes nothing: that is an editor's.
+            with pytest.raises(APIError) as error:
+                await api.delete_execution(started.execution_id)
+            assert error.value.status == 403 and error.value.code == "forbidden"
+
+
 async def test_attach_to_an_execution_started_elsewhere(
     settings, temporal_client, task_queue, worker
 ):
