@@ -210,41 +210,6 @@ class ExecutionRepository:
         )
         return (await self.session.scalars(query)).first()
 
-    async def list(
-        self,
-        owner_id: str | None,
-        *,
-        status: str | None = None,
-        crew_id: str | None = None,
-        offset: int,
-        limit: int,
-        filters: ExecutionFilter | None = None,
-    ) -> tuple[Sequence[Execution], int]:
-        """A page of the owner's executions (everyone's with ``owner_id`` None: admins),
-        newest first, and how many match."""
-        where = _where(owner_id, status, crew_id, filters)
-        total = await self.session.scalar(select(func.count()).select_from(Execution).where(*where))
-        query = (
-            select(Execution)
-            .where(*where)
-            .order_by(Execution.created_at.desc(), Execution.id)
-            .offset(offset)
-            .limit(limit)
-        )
-        return (await self.session.scalars(query)).all(), int(total or 0)
-
-    async def counts(
-        self,
-        owner_id: str | None,
-        *,
-        crew_id: str | None = None,
-        filters: ExecutionFilter | None = None,
-    ) -> dict[str, int]:
-        """How many matching executions are in each state (states with none are left out)."""
-        where = _where(owner_id, None, crew_id, filters)
-        query = select(Execution.status, func.count()).where(*where).group_by(Execution.status)
-        return {status: int(n) for status, n in (await self.session.execute(query)).all()}
-
     async def delete(self, execution: Execution) -> None:
         """Remove an execution that never started."""
         await self.session.delete(execution)

@@ -7,7 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 from kasal.db.models import Blob, Execution, User, WebhookSubscription
 from kasal.db.purge import expired, purge
-from kasal.db.repositories import ExecutionFilter, ExecutionRepository
+from kasal.db.repositories import ExecutionFilter
+from kasal.db.teams import SharedRows
 from kasal.webhooks import targets_for
 
 
@@ -101,32 +102,37 @@ async def test_filters_counts_and_purge(sessions):
                 )
             )
     async with sessions() as session:
-        repo = ExecutionRepository(session)
-        found, total = await repo.list(
-            alice.id, offset=0, limit=10, filters=ExecutionFilter(text="weekly")
+        rows = SharedRows(session)  # rows of no group: the owner's own
+        found, total = await rows.executions(
+            [], alice.id, offset=0, limit=10, filters=ExecutionFilter(text="weekly")
         )
         assert total == 2 and {e.crew_name for e in found} == {"Weekly_Report", "weekly-digest"}
         # LIKE wildcards in the text are literal.
-        _, underscore = await repo.list(
-            alice.id, offset=0, limit=10, filters=ExecutionFilter(text="y_r")
+        _, underscore = await rows.executions(
+            [], alice.id, offset=0, limit=10, filters=ExecutionFilter(text="y_r")
         )
         assert underscore == 1
-        _, percent = await repo.list(
-            alice.id, offset=0, limit=10, filters=ExecutionFilter(text="100%")
+        _, percent = await rows.executions(
+            [], alice.id, offset=0, limit=10, filters=ExecutionFilter(text="100%")
         )
         assert percent == 1
-        _, scheduled = await repo.list(
-            alice.id, offset=0, limit=10, filters=ExecutionFilter(schedule_id="s" * 32)
+        _, scheduled = await rows.executions(
+            [], alice.id, offset=0, limit=10, filters=ExecutionFilter(schedule_id="s" * 32)
         )
         assert scheduled == 1
-        _, recent = await repo.list(
+        _, recent = await rows.executions(
+            [],
             alice.id,
             offset=0,
             limit=10,
             filters=ExecutionFilter(created_after=now - timedelta(days=48)),
         )
         assert recent == 2
-        assert await repo.counts(alice.id) == {"completed": 2, "failed": 1, "running": 1}
+        assert await rows.execution_counts([], alice.id) == {
+            "completed": 2,
+            "failed": 1,
+            "running": 1,
+        }
     old = await expired(sessions, now - timedelta(days=30))
     assert old == [f"{0:032x}"]
     assert await purge(sessions, old + [f"{3:032x}"]) == 2

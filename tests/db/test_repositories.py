@@ -17,6 +17,7 @@ from kasal.db.repositories import (
     TraceRepository,
     UserRepository,
 )
+from kasal.db.teams import SharedRows
 from kasal.exceptions import NotFoundError
 from kasal.execution import (
     CrewWorkflowResult,
@@ -142,14 +143,15 @@ async def test_executions_list_filters_and_idempotency(sessions):
             )
     async with sessions() as session:
         repo = ExecutionRepository(session)
-        items, total = await repo.list(ann, offset=0, limit=10)
+        rows = SharedRows(session)  # rows of no group: the owner's own
+        items, total = await rows.executions([], ann, offset=0, limit=10)
         assert total == 4 and [e.id for e in items] == [f"{i:032x}" for i in (3, 2, 1, 0)]
-        assert (await repo.list(ann, status="running", offset=0, limit=10))[1] == 2
-        crew_items, _ = await repo.list(
-            ann, crew_id="c" * 32, status="completed", offset=0, limit=10
+        assert (await rows.executions([], ann, status="running", offset=0, limit=10))[1] == 2
+        crew_items, _ = await rows.executions(
+            [], ann, crew_id="c" * 32, status="completed", offset=0, limit=10
         )
         assert [e.id for e in crew_items] == [f"{1:032x}"]
-        assert (await repo.list(ben, offset=0, limit=10))[1] == 0
+        assert (await rows.executions([], ben, offset=0, limit=10))[1] == 0
         assert (await repo.get_by_idempotency_key(ann, "k2")).id == f"{2:032x}"
         assert await repo.get_by_idempotency_key(ben, "k2") is None
         with pytest.raises(NotFoundError):
