@@ -36,8 +36,8 @@ from kasal.db.engine import session_factory  # noqa: E402
 from kasal.db.journal import AttemptKey, JournalStore  # noqa: E402
 from kasal.embedders import offline_embed  # noqa: E402
 from kasal.memory import MemoryScope, MemoryStore  # noqa: E402
+from kasal.testing.db import migrated_engine, postgres_database  # noqa: E402
 from kasal.tools import CalculatorTool, CodeExecutionTool  # noqa: E402
-from tests.fixtures.db import migrated_engine, postgres_database  # noqa: E402
 
 WORDS = [
     "market",

@@ -36,8 +36,7 @@ import os  # noqa: E402
 os.environ.setdefault("CREWAI_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("OTEL_SDK_DISABLED", "true")
 
-from kasal.settings import Settings  # noqa: E402
-from tests.fixtures.api import (  # noqa: E402
+from api.testing import (  # noqa: E402
     ADMIN_EMAIL,
     ADMIN_PASSWORD,
     api_settings_for,
@@ -46,7 +45,9 @@ from tests.fixtures.api import (  # noqa: E402
     offline_spec,
     running_app,
 )
-from tests.fixtures.temporal import client_for, running_worker, start_server  # noqa: E402
+from kasal.settings import Settings  # noqa: E402
+from kasal.testing.temporal import client_for, start_server  # noqa: E402
+from workflows.worker import running_worker  # noqa: E402
 
 
 def pct(values: list[float], p: float) -> float:

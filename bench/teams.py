@@ -28,8 +28,7 @@ os.environ.setdefault("CREWAI_DISABLE_TELEMETRY", "true")
 
 from pydantic import SecretStr  # noqa: E402
 
-from kasal.settings import Settings  # noqa: E402
-from tests.fixtures.api import (  # noqa: E402
+from api.testing import (  # noqa: E402
     ADMIN_EMAIL,
     ADMIN_PASSWORD,
     TEST_SECRET,
@@ -38,6 +37,7 @@ from tests.fixtures.api import (  # noqa: E402
     offline_spec,
     running_app,
 )
+from kasal.settings import Settings  # noqa: E402
 
 
 def settings_for(data: Path, **overrides) -> Settings:

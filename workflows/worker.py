@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -215,3 +217,26 @@ async def _retention(client: Client, settings: Settings, task_queue: str) -> Non
             )
     except Exception as exc:
         log.warning("could not set up the retention schedule: %s", exc)
+
+
+@contextlib.asynccontextmanager
+async def running_worker(
+    client: Client, task_queue: str, settings: Settings | None = None
+) -> AsyncIterator[None]:
+    """An in-process worker on ``task_queue`` for the duration of the block (tests,
+    benchmarks): ready when the block starts, stopped when it ends."""
+    stop = asyncio.Event()
+    ready = asyncio.Event()
+    task = asyncio.create_task(
+        run_worker(client, task_queue, stop=stop, ready=ready, settings=settings)
+    )
+    waiter = asyncio.create_task(ready.wait())
+    await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    if task.done():
+        waiter.cancel()
+        task.result()
+    try:
+        yield
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
