@@ -621,8 +621,9 @@ class TaskObserver(LLMObserver):
     def _stale_message(self) -> str:
         return f"attempt {self.superseded_by} of this task has started; this one stops"
 
-    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Run a journal operation on the activity's event loop; a failure fails the attempt."""
+    def wait_for(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` (the journal's, memory's) on the activity's event loop from CrewAI's
+        thread and wait for it; a failure fails the attempt, which Temporal retries."""
         future: concurrent.futures.Future[T] = asyncio.run_coroutine_threadsafe(
             coro, self.publisher.loop
         )
@@ -631,11 +632,6 @@ class TaskObserver(LLMObserver):
         except BaseException as exc:
             future.cancel()
             raise JournalUnavailable(f"the journal could not be reached: {exc}") from exc
-
-    def wait_for(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Run ``coro`` on the activity's event loop from CrewAI's thread and wait for it
-        (a failure fails the attempt, which Temporal retries)."""
-        return self._run(coro)
 
     def before_call(self, messages: list[dict[str, Any]]) -> str | None:
         self.check()
@@ -655,7 +651,7 @@ class TaskObserver(LLMObserver):
         # once a second: the attempt's own watch asks every few seconds anyway.)
         del self.journal[self.position :]
         if time.monotonic() - self._fresh_at > FRESH_FOR:
-            newest = self._run(self.store.newest_attempt(self.key))
+            newest = self.wait_for(self.store.newest_attempt(self.key))
             if newest > self.key.attempt:
                 self.supersede(newest)
                 raise StaleAttempt(self._stale_message())
@@ -677,7 +673,7 @@ class TaskObserver(LLMObserver):
         entry = JournalRecord(
             seq=self.position, kind="tool", prompt_hash=self._pending_hash, response=result
         )
-        self._run(self.store.append(self.key, entry))
+        self.wait_for(self.store.append(self.key, entry))
         self.journal.append(entry)
         self.position += 1
         self.tool_runs += 1
@@ -703,7 +699,7 @@ class TaskObserver(LLMObserver):
                 seq=seq, kind="llm", prompt_hash=self._pending_hash, response=record.response
             )
             # Durable before CrewAI goes on: a retry replays it instead of paying again.
-            self._run(self.store.append(self.key, entry))
+            self.wait_for(self.store.append(self.key, entry))
             self.journal.append(entry)
             self.usage = self.usage + TokenUsage(
                 prompt_tokens=record.prompt_tokens,

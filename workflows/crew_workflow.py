@@ -683,7 +683,7 @@ class CrewWorkflow:
     ) -> Any:
         """One activity for ``task``, with its retry policy and timeouts; failures end it."""
         retry = spec.retry_for(task)
-        timeout = spec.timeout_for(task)
+        timeouts = spec.timeout_for(task).as_timedeltas()
         self._book.activity_started(activity_id)
         try:
             result = await workflow.execute_activity(
@@ -700,9 +700,9 @@ class CrewWorkflow:
                     non_retryable_error_types=NON_RETRYABLE,
                 ),
                 cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-                start_to_close_timeout=timeout.as_timedeltas()["start_to_close_timeout"],
-                heartbeat_timeout=timeout.as_timedeltas()["heartbeat_timeout"],
-                schedule_to_close_timeout=timeout.as_timedeltas()["schedule_to_close_timeout"],
+                start_to_close_timeout=timeouts["start_to_close_timeout"],
+                heartbeat_timeout=timeouts["heartbeat_timeout"],
+                schedule_to_close_timeout=timeouts["schedule_to_close_timeout"],
             )
         except ActivityError as exc:
             self._book.activity_ended(activity_id)
