@@ -23,7 +23,11 @@ COPY api ./api
 COPY activities ./activities
 COPY workflows ./workflows
 COPY cli ./cli
+# Bytecode written now (PYTHONDONTWRITEBYTECODE stops Python writing it later, and the
+# image is read-only to the kasal user): the workflow sandbox imports the workflow modules
+# afresh for every workflow run and would compile them from source each time.
 RUN pip install --no-deps . \
+    && python -c "import compileall, os, workflows; compileall.compile_dir(os.path.dirname(workflows.__file__), quiet=1)" \
     && useradd --create-home --uid 10001 kasal \
     && mkdir -p /data && chown kasal /data
 

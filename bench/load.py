@@ -138,6 +138,9 @@ def profiler(pid: int, out: Path) -> subprocess.Popen[bytes]:
             "-r",
             "100",
             "--nonblocking",
+            # Only the thread holding the GIL: where the worker's CPU goes, not the many
+            # threads waiting on providers.
+            "--gil",
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

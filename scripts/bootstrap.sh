@@ -18,3 +18,6 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     .venv/bin/uv pip install --quiet --python .venv/bin/python --compile-bytecode -e '.[dev]'
     touch "$stamp"
 fi
+# Kasal's own modules too (installed editable, so uv did not): the workflow sandbox imports
+# the workflow modules afresh for every workflow run, compiling them each time without it.
+.venv/bin/python -m compileall -q kasal activities workflows api cli >/dev/null
