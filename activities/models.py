@@ -17,7 +17,7 @@ from kasal.execution import (
     TokenUsage,
     WebhookTarget,
 )
-from kasal.spec import CrewSpec
+from kasal.spec import CarriedSpec
 
 #: Activity type names, shared by the worker (registration) and the workflow (calls).
 RUN_TASK = "run_task"
@@ -28,7 +28,7 @@ class RunTaskInput(BaseModel):
     """Run one task of a crew. ``spec`` is already interpolated with the execution's inputs."""
 
     execution_id: str
-    spec: CrewSpec
+    spec: CarriedSpec
     task: str
     #: Outputs of the tasks this one sees, in crew order: task name -> raw output.
     context: dict[str, str] = Field(default_factory=dict)
@@ -99,7 +99,7 @@ class ManagerStepInput(BaseModel):
     """Ask the manager of a hierarchical crew for its next decision on ``task``."""
 
     execution_id: str
-    spec: CrewSpec
+    spec: CarriedSpec
     task: str
     step: int
     context: dict[str, str] = Field(default_factory=dict)
@@ -150,7 +150,7 @@ class PlanCrewInput(BaseModel):
     """Make the crew's plan (CrewAI's ``planning``): one plan per task, made once."""
 
     execution_id: str
-    spec: CrewSpec
+    spec: CarriedSpec
 
 
 class PlanCrewResult(BaseModel):
@@ -198,7 +198,7 @@ class PreparedRun(BaseModel):
     """What a scheduled run starts (``skip`` when its schedule no longer exists)."""
 
     skip: bool = False
-    spec: CrewSpec | None = None
+    spec: CarriedSpec | None = None
     inputs: dict[str, Any] = Field(default_factory=dict)
     crew_id: str | None = None
     owner: str | None = None

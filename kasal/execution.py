@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from temporalio.contrib.workflow_streams import WorkflowStreamState
 
-from kasal.spec import CrewSpec
+from kasal.spec import CarriedSpec
 
 
 class ExecutionState(StrEnum):
@@ -194,7 +194,7 @@ class CrewWorkflowInput(BaseModel):
     """Input of ``CrewWorkflow``. ``spec`` is already validated; inputs fill placeholders."""
 
     execution_id: str
-    spec: CrewSpec
+    spec: CarriedSpec
     inputs: dict[str, Any] = Field(default_factory=dict)
     crew_id: str | None = None
     owner: str | None = None

@@ -346,3 +346,42 @@ def test_a_code_crews_models_are_its_own_so_the_catalog_leaves_them_to_crewai():
     assert [p.code for p in check_spec(data_crew, Catalog.of())] == ["unknown_provider"]
     code_crew = data_crew.model_copy(update={"project": "my_crew"})
     assert check_spec(code_crew, Catalog.of()) == []
+
+
+CARRIED = (
+    [data(agent={f: v}) for f, v, _, _ in AGENT_FIELDS]
+    + [data(task={f: v}) for f, v, _, _ in TASK_FIELDS]
+    + [data(**{f: v}) for f, v in CREW_FIELDS]
+    + [
+        data(agent={"config": {"verbose": True, "max_iter": 3}, "verbose": False}),
+        data(task={"output_json": {"type": "object", "properties": {"ok": {"type": "boolean"}}}}),
+        data(agent={"tools": ["calculator"], "llm": {"model": "offline/x", "temperature": 0.0}}),
+        data(
+            task={"retry": {"maximum_attempts": 1}, "timeout": {"start_to_close": 5}},
+            process="hierarchical",
+            manager_llm="offline/boss",
+        ),
+        data(memory=True, knowledge_sources=["Tea grows in Assam."]),
+    ]
+)
+
+
+@pytest.mark.parametrize("raw", CARRIED)
+def test_specs_cross_temporal_without_their_defaults_and_come_back_whole(raw):
+    """Workflow and activity inputs carry only the non-default fields (they are stored in
+    history for every task); validation on the other side gives back the same spec."""
+    from temporalio.contrib.pydantic import pydantic_data_converter
+
+    from activities.models import RunTaskInput
+    from kasal.execution import CrewWorkflowInput
+
+    converter = pydantic_data_converter.payload_converter
+    spec = CrewSpec.from_data(raw)
+    for value in (
+        CrewWorkflowInput(execution_id="e", spec=spec),
+        RunTaskInput(execution_id="e", spec=spec, task="t"),
+    ):
+        payload = converter.to_payloads([value])
+        back = converter.from_payloads(payload, [type(value)])[0]
+        assert back.spec == spec
+        assert b'"max_iter":25' not in payload[0].data  # a CrewAI default, not carried
