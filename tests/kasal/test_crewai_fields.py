@@ -351,7 +351,7 @@ def test_a_code_crews_models_are_its_own_so_the_catalog_leaves_them_to_crewai():
 CARRIED = (
     [data(agent={f: v}) for f, v, _, _ in AGENT_FIELDS]
     + [data(task={f: v}) for f, v, _, _ in TASK_FIELDS]
-    + [data(**{f: v}) for f, v in CREW_FIELDS]
+    + [{**data(), f: v} for f, v in CREW_FIELDS]
     + [
         data(agent={"config": {"verbose": True, "max_iter": 3}, "verbose": False}),
         data(task={"output_json": {"type": "object", "properties": {"ok": {"type": "boolean"}}}}),
