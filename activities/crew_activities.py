@@ -19,7 +19,13 @@ from activities.crewai_runtime import (
     execute_task,
     prepare_crewai,
 )
-from activities.journal import ObservedLLM, TaskObserver, as_application_error, run_observed
+from activities.journal import (
+    AttemptWatch,
+    ObservedLLM,
+    TaskObserver,
+    as_application_error,
+    run_observed,
+)
 from activities.manager import manager_messages, manager_spec, parse_manager_decision
 from activities.memory import TaskMemory
 from activities.models import (
@@ -58,6 +64,8 @@ class CrewActivities:
     ) -> None:
         #: Where attempts journal the calls they paid for.
         self._journal = journal
+        #: Whether a newer attempt of any running attempt has started: one query for all.
+        self._watch = AttemptWatch(journal)
         # CrewAI is synchronous: each running task holds one thread of this pool.
         self._executor = executor
         #: Where outputs too large for workflow history go (None: they stay inline).
@@ -134,7 +142,7 @@ class CrewActivities:
             runs.append(run)
             return run.raw
 
-        done = await run_observed(self._journal, self._executor, data.task, agent_spec.name, work)
+        done = await run_observed(self._watch, self._executor, data.task, agent_spec.name, work)
         raw, observer = done.raw, done.observer
         run = runs[-1] if runs else TaskRun(raw=raw, json_dict=None, output_format="raw")
         if memory is not None:
@@ -174,7 +182,7 @@ class CrewActivities:
             plans.update(make_plan(data.spec, observer, CallContext(attempt=attempt)))
             return ""
 
-        done = await run_observed(self._journal, self._executor, PLANNER_KEY, "planner", work)
+        done = await run_observed(self._watch, self._executor, PLANNER_KEY, "planner", work)
         return PlanCrewResult(
             plans=plans, token_usage=done.observer.usage, attempt=done.attempt, events=done.events
         )
@@ -206,7 +214,7 @@ class CrewActivities:
             )
             return str(llm.call(messages))
 
-        done = await run_observed(self._journal, self._executor, data.task, manager.name, work)
+        done = await run_observed(self._watch, self._executor, data.task, manager.name, work)
         decision = parse_manager_decision(done.raw, [a.name for a in data.spec.agents])
         if decision.action != "invalid":
             decision.raw = ""  # the parsed fields say it all; history need not hold it twice

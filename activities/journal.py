@@ -575,12 +575,15 @@ class TaskObserver(LLMObserver):
         store: JournalStore,
         key: AttemptKey,
         journal: list[JournalRecord],
+        watch: AttemptWatch | None = None,
     ) -> None:
         self.publisher = publisher
         self.agent = agent
         self.store = store
         self.key = key
         self.journal = journal
+        #: The worker's watch over its running attempts (None: this observer asks itself).
+        self.watch = watch
         #: Done once the attempt must stop: cancelled, or superseded by a newer attempt.
         self.stopped: concurrent.futures.Future[None] = concurrent.futures.Future()
         self.calls = 0
@@ -650,7 +653,10 @@ class TaskObserver(LLMObserver):
         # unless a newer attempt already runs, which would pay for it too. (Asked at most
         # once a second: the attempt's own watch asks every few seconds anyway.)
         del self.journal[self.position :]
-        if time.monotonic() - self._fresh_at > FRESH_FOR:
+        if time.monotonic() - self._fresh_at > FRESH_FOR and self.watch is not None:
+            self.wait_for(self.watch.refresh())  # one query for every attempt asking now
+            self.check()
+        elif time.monotonic() - self._fresh_at > FRESH_FOR:
             newest = self.wait_for(self.store.newest_attempt(self.key))
             if newest > self.key.attempt:
                 self.supersede(newest)
@@ -721,6 +727,67 @@ class TaskObserver(LLMObserver):
             self.publisher.publish(events)
 
 
+class AttemptWatch:
+    """One watch over every attempt running on a worker: has a newer attempt of any of them
+    started (after a Temporal outage, say)? A superseded attempt stops at once, even in the
+    middle of a provider call.
+
+    One query a round answers for all of them, every :data:`STALE_CHECK_EVERY` seconds and
+    whenever an attempt is about to pay for a call and its last answer is older than
+    :data:`FRESH_FOR`; attempts asking while a round is under way share it. (Asked per
+    attempt, a worker with 1,000 attempts in flight made 500 queries a second.)
+    """
+
+    def __init__(self, store: JournalStore) -> None:
+        self.store = store
+        self._running: dict[AttemptKey, TaskObserver] = {}
+        self._round: asyncio.Future[None] | None = None
+        self._round_began = float("-inf")
+        self._watching: asyncio.Task[None] | None = None
+
+    def watch(self, observer: TaskObserver) -> None:
+        """Watch ``observer``'s attempt until :meth:`forget`."""
+        observer.watch = self
+        self._running[observer.key] = observer
+        if self._watching is None or self._watching.done():
+            self._watching = asyncio.get_running_loop().create_task(self._watch())
+
+    def forget(self, observer: TaskObserver) -> None:
+        if self._running.get(observer.key) is observer:
+            del self._running[observer.key]
+
+    async def refresh(self) -> None:
+        """A round that began at most :data:`FRESH_FOR` ago, or a new one; its failure
+        (the journal unreachable) is the caller's."""
+        asked = time.monotonic()
+        while True:
+            current = self._round
+            if current is not None and not current.done():
+                if self._round_began >= asked - FRESH_FOR:
+                    return await asyncio.shield(current)
+                with contextlib.suppress(Exception):  # too old: wait for it, then a new one
+                    await asyncio.shield(current)
+                continue
+            self._round_began = time.monotonic()
+            self._round = asyncio.ensure_future(self._check(self._round_began))
+            return await asyncio.shield(self._round)
+
+    async def _check(self, began: float) -> None:
+        observers = dict(self._running)
+        newest = await self.store.newest_attempts(observers)
+        for key, observer in observers.items():
+            if newest.get(key, 0) > key.attempt:
+                observer.supersede(newest[key])
+            else:
+                observer._fresh_at = max(observer._fresh_at, began)
+
+    async def _watch(self) -> None:
+        while self._running:
+            await asyncio.sleep(STALE_CHECK_EVERY)
+            with contextlib.suppress(Exception):  # the attempts' own calls say more
+                await self.refresh()
+
+
 # -- one attempt, run -----------------------------------------------------------------------
 
 
@@ -762,7 +829,7 @@ class Observed:
 
 
 async def run_observed(
-    store: JournalStore,
+    watch: AttemptWatch,
     executor: concurrent.futures.Executor | None,
     task: str,
     agent: str,
@@ -773,8 +840,9 @@ async def run_observed(
     Heartbeats from the first moment, journals and replays calls, sends events, stops on
     cancellation (within about a heartbeat) or when superseded, maps errors to retryable or
     not. Waiting costs no CPU: the thread blocks on its provider call and this coroutine on
-    the thread (waking only to look for a newer attempt every few seconds).
+    the thread; the worker's :class:`AttemptWatch` looks for newer attempts for all of them.
     """
+    store = watch.store
     info = activity.info()
     workflow_id = info.workflow_id or ""
     handle = activity.client().get_workflow_handle(workflow_id, run_id=info.workflow_run_id)
@@ -818,6 +886,7 @@ async def run_observed(
             )
             await publisher.deliver([started])
         observer = TaskObserver(publisher, agent, store, key, journal)
+        watch.watch(observer)
         current = observer
         kind = info.activity_type
         if attempt > 1:
@@ -845,13 +914,8 @@ async def run_observed(
         context = contextvars.copy_context()
         future = asyncio.get_running_loop().run_in_executor(executor, context.run, run)
         try:
-            while not future.done():
-                await asyncio.wait({future}, timeout=STALE_CHECK_EVERY)
-                if not future.done():
-                    with contextlib.suppress(Exception):  # the journal's own calls say more
-                        newest = await store.newest_attempt(key)
-                        if newest > attempt:
-                            observer.supersede(newest)
+            # Not ``await future``: a cancellation here must leave the thread its grace.
+            await asyncio.wait({future})
             raw = future.result()
             observed = Observed(raw, observer, attempt, await publisher.close())
             outcome = "completed"
@@ -876,6 +940,7 @@ async def run_observed(
             await _report_failure(publisher, agent, error, info)
             raise error from None  # provider chains can be cyclic; the message says it
         finally:
+            watch.forget(observer)
             metrics.TASK_DURATION.labels(kind=kind, outcome=outcome).observe(
                 time.perf_counter() - began
             )

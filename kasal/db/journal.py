@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import bindparam, delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -48,6 +48,25 @@ def merge_attempts(rows: Iterable[tuple[int, JournalRecord]]) -> list[JournalRec
         first = records[0].seq
         journal = journal[:first] + records
     return journal
+
+
+#: The newest attempt that has started, per activity, of some workflows: only attempts after
+#: the first write a start mark, so the rows read are few. Built once (one SQL text cached).
+_NEWEST_STARTED = (
+    select(
+        JournalEntry.workflow_id,
+        JournalEntry.run_id,
+        JournalEntry.activity_id,
+        func.max(JournalEntry.attempt),
+    )
+    .where(
+        JournalEntry.workflow_id.in_(bindparam("workflow_ids", expanding=True)),
+        JournalEntry.seq == START_MARK,
+    )
+    .group_by(JournalEntry.workflow_id, JournalEntry.run_id, JournalEntry.activity_id)
+)
+#: Workflow ids per query of :meth:`JournalStore.newest_attempts` (SQLite's bound limit).
+NEWEST_CHUNK = 500
 
 
 class JournalStore:
@@ -94,16 +113,25 @@ class JournalStore:
             pass
 
     async def newest_attempt(self, key: AttemptKey) -> int:
-        """The newest attempt of the activity that has started."""
+        """The newest attempt of the activity that has started after the first (0: none)."""
+        return (await self.newest_attempts([key])).get(key, 0)
+
+    async def newest_attempts(self, keys: Iterable[AttemptKey]) -> dict[AttemptKey, int]:
+        """For each of ``keys``, the newest attempt of its activity that has started after
+        the first (absent: none has): one query for a whole worker's running attempts."""
+        wanted: dict[tuple[str, str, str], list[AttemptKey]] = {}
+        for key in keys:
+            wanted.setdefault((key.workflow_id, key.run_id, key.activity_id), []).append(key)
+        workflow_ids = sorted({workflow_id for workflow_id, _, _ in wanted})
+        newest: dict[AttemptKey, int] = {}
         async with self.sessions() as session:
-            newest = await session.scalar(
-                select(func.max(JournalEntry.attempt)).where(
-                    JournalEntry.workflow_id == key.workflow_id,
-                    JournalEntry.run_id == key.run_id,
-                    JournalEntry.activity_id == key.activity_id,
-                )
-            )
-        return int(newest or 0)
+            for start in range(0, len(workflow_ids), NEWEST_CHUNK):
+                chunk = workflow_ids[start : start + NEWEST_CHUNK]
+                rows = await session.execute(_NEWEST_STARTED, {"workflow_ids": chunk})
+                for workflow_id, run_id, activity_id, attempt in rows:
+                    for key in wanted.get((workflow_id, run_id, activity_id), ()):
+                        newest[key] = int(attempt)
+        return newest
 
     async def forget(self, workflow_id: str) -> None:
         """Drop every journal of a finished execution (all its runs)."""

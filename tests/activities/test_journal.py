@@ -11,6 +11,7 @@ import asyncio
 import pytest
 
 from activities.journal import (
+    AttemptWatch,
     JournalUnavailable,
     LLMCallRecord,
     Publisher,
@@ -122,6 +123,49 @@ async def test_a_stale_attempt_stops_before_paying_again(store, monkeypatch):
     await store.begin(AttemptKey("wf-1", "run-1", "task", 2))  # Temporal retried elsewhere
     with pytest.raises(StaleAttempt):
         await in_thread(stale.before_call, MESSAGES + [{"role": "user", "content": "next"}])
+
+
+async def test_one_watch_asks_once_for_every_running_attempt_and_stops_the_stale_one(
+    store, monkeypatch
+):
+    """A worker's attempts share one query a round (per attempt, 1,000 attempts in flight
+    made 500 queries a second): the superseded attempt is stopped, even before its next
+    call, and the others go on."""
+    queries: list[int] = []
+    newest_attempts = store.newest_attempts
+
+    async def counted(keys):
+        keys = list(keys)
+        queries.append(len(keys))
+        await asyncio.sleep(0.05)  # a round under way: askers meanwhile share it
+        return await newest_attempts(keys)
+
+    monkeypatch.setattr(store, "newest_attempts", counted)
+    watch = AttemptWatch(store)
+    stale, _ = await observer_for(store, attempt=1)
+    others = []
+    for n in range(20):
+        other, _ = await observer_for(store, attempt=1)
+        other.key = AttemptKey("wf-1", "run-1", f"other-{n}", 1)
+        others.append(other)
+    for observer in (stale, *others):
+        watch.watch(observer)
+    await store.begin(AttemptKey("wf-1", "run-1", "task", 2))  # Temporal retried elsewhere
+    await asyncio.gather(*(watch.refresh() for _ in range(50)))
+    assert queries == [21]
+    assert stale.stop_signal().done() and stale.superseded_by == 2
+    assert not any(o.stop_signal().done() for o in others)
+    # Before paying again, an attempt whose last answer is old asks the watch, not the
+    # journal on its own.
+    monkeypatch.setattr("activities.journal.FRESH_FOR", 0.0)
+    other = others[0]
+    await in_thread(other.before_call, MESSAGES)
+    assert len(queries) == 2
+    await store.begin(AttemptKey("wf-1", "run-1", "other-0", 2))
+    with pytest.raises(StaleAttempt):
+        await in_thread(other.before_call, MESSAGES + [{"role": "user", "content": "next"}])
+    for observer in (stale, *others):
+        watch.forget(observer)
 
 
 async def test_an_answer_that_arrives_after_the_cancel_is_dropped(store):
