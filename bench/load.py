@@ -9,7 +9,10 @@ worker processes at their default settings:
 - ``bare``: a plain Temporal worker running a workflow of ``--tasks`` sequential activities
   that each wait ``--latency`` seconds (the floor any Temporal-based design pays);
 - ``kasal``: ``kasal worker``, running crews of ``--tasks`` sequential tasks with one LLM
-  call each against that server (the real provider path: CrewAI's OpenAI client over HTTP).
+  call each against that server (the real provider path: CrewAI's OpenAI client over HTTP);
+- ``crewai``: the same crews on plain CrewAI in one process, nothing durable (a thread per
+  crew; ``bench/crewai_load.py``): what CrewAI's own code costs per task, which every Kasal
+  task attempt runs too. Its "worker CPU" is that process's.
 
 For each count, all crews start at once. Printed per kind: wall time, crews/s, p50/p99 crew
 latency, worker and server CPU per task (from /proc), the worker's RSS, and for Kasal the
@@ -121,6 +124,22 @@ async def measure(kind, count, start_one, worker_pid, server_pid) -> Round:
         rss_before,
         max(peak[0], rss_mb(worker_pid)),
     )
+
+
+async def plain_crewai(base_url: str, count: int, tasks: int) -> Round:
+    """The same crews on plain CrewAI in a process of their own (bench/crewai_load.py)."""
+    import json
+
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "bench.crewai_load", base_url, str(count), str(tasks)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    return Round("crewai", count, figures["wall"], figures["latencies"], figures["cpu"], 0.0, 0, 0)
 
 
 def profiler(pid: int, out: Path) -> subprocess.Popen[bytes]:
@@ -235,6 +254,7 @@ async def main(counts: list[int], latency: float, tasks: int, profile: Path | No
                 for count in counts:
                     rounds = [
                         await measure("bare", count, start_bare, bare.pid, server.process.pid),
+                        await plain_crewai(base_url, count, tasks),
                     ]
                     before = await requests()
                     spy = None
@@ -256,6 +276,13 @@ async def main(counts: list[int], latency: float, tasks: int, profile: Path | No
                     print(
                         f"       kasal / bare wall {kasal.wall / rounds[0].wall:.2f}x, "
                         f"kasal / ideal {kasal.wall / (tasks * latency):.1f}x",
+                        flush=True,
+                    )
+                    ms = {r.kind: r.worker_cpu / (count * tasks) * 1000 for r in rounds}
+                    print(
+                        f"       worker CPU per task: kasal {ms['kasal']:.1f} ms = plain CrewAI "
+                        f"{ms['crewai']:.1f} + durability {ms['kasal'] - ms['crewai']:.1f} "
+                        f"(bare activity {ms['bare']:.1f})",
                         flush=True,
                     )
         finally:
