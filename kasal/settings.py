@@ -53,6 +53,11 @@ class Settings(BaseSettings):
     #: they wait), so the default is high; each running task holds one thread.
     max_concurrent_activities: int = 1000
     max_concurrent_workflow_tasks: int = 50
+    #: Most seconds between two heartbeats of a running task reaching the Temporal server:
+    #: how soon a cancel or stop reaches a task in the middle of a provider call. Each one
+    #: is a write on the server: with thousands of long calls in flight, a few seconds
+    #: here spares the server most of its work for a slower stop.
+    heartbeat_throttle_seconds: float = Field(default=1.0, gt=0)
     #: Modules to import on worker start so their tools register by name.
     tool_modules: list[str] = Field(default_factory=list)
     #: Directory the built-in ``file_read`` tool may read from (default: <data_dir>/files;

@@ -182,9 +182,9 @@ def build_worker(
         # A dead worker's sticky queue holds its workflows' tasks until this passes; the
         # 10 s default slows every recovery.
         sticky_queue_schedule_to_start_timeout=timedelta(seconds=1),
-        # Heartbeats carry cancellation back: at most 1 s apart, a cancelled task stops
-        # within about a second instead of 0.8 x its heartbeat timeout.
-        max_heartbeat_throttle_interval=timedelta(seconds=1),
+        # Heartbeats carry cancellation back: at most 1 s apart (by default), a cancelled
+        # task stops within about a second instead of 0.8 x its heartbeat timeout.
+        max_heartbeat_throttle_interval=timedelta(seconds=settings.heartbeat_throttle_seconds),
         **options,
     )
 
