@@ -180,7 +180,9 @@ def top_frames(collapsed: Path, limit: int = 25) -> str:
     return "\n".join(f"  {n / total:6.1%}  {frame}" for frame, n in inclusive.most_common(limit))
 
 
-async def main(counts: list[int], latency: float, tasks: int, profile: Path | None) -> None:
+async def main(
+    counts: list[int], latency: float, tasks: int, profile: Path | None, throttle: float | None
+) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         server = await EmbeddedTemporal(Path(tmp), port=free_port(), ui_port=None).start()
         llm_port = free_port()
@@ -208,6 +210,7 @@ async def main(counts: list[int], latency: float, tasks: int, profile: Path | No
             queue,
             Path(tmp) / "worker",
             KASAL_LLM_BASE_URLS='["http://127.0.0.1:"]',
+            **({"KASAL_HEARTBEAT_THROTTLE_SECONDS": str(throttle)} if throttle else {}),
         )
         try:
             assert bare.stdout is not None and "ready" in bare.stdout.readline()
@@ -300,6 +303,11 @@ if __name__ == "__main__":
     parser.add_argument(
         "--profile", type=Path, help="sample the Kasal worker with py-spy into this directory"
     )
+    parser.add_argument(
+        "--heartbeat-throttle",
+        type=float,
+        help="the Kasal worker's KASAL_HEARTBEAT_THROTTLE_SECONDS (default: its own, 1 s)",
+    )
     args = parser.parse_args()
     counts = [int(c) for c in args.crews.split(",")]
-    asyncio.run(main(counts, args.latency, args.tasks, args.profile))
+    asyncio.run(main(counts, args.latency, args.tasks, args.profile, args.heartbeat_throttle))
