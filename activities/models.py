@@ -67,13 +67,17 @@ class RunTaskResult(BaseModel):
 
 
 class RecordExecutionInput(BaseModel):
-    """Persist a finished execution: its final status, result, and (read by the activity
-    through the trace query, so history stays small) its events."""
+    """Persist a finished execution: its final status, result, and its events (given to
+    the local activity that records it; an older workflow's activity reads them through the
+    trace query, so history stays small either way)."""
 
     workflow_id: str
     status: ExecutionStatus
     result: CrewWorkflowResult | None = None
     owner: str | None = None
+    #: The run's trace, given to a local activity (not stored in history); None: the
+    #: activity reads it through the trace query.
+    events: list[Event] | None = None
 
 
 class RecordExecutionResult(BaseModel):

@@ -66,7 +66,7 @@ class PersistenceActivities:
         Idempotent, as retries need: the row is upserted and the trace replaced in one
         transaction, so an attempt either writes everything or nothing.
         """
-        events = await read_trace(data.workflow_id)
+        events = data.events if data.events is not None else await read_trace(data.workflow_id)
         if data.status.resets:
             events = await mark_resets(data.workflow_id, events, read_trace)
         if self.sessions is None:

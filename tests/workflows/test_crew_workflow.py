@@ -403,3 +403,45 @@ async def test_trace_needs_no_argument_and_summaries_are_one_line(
     ]
     assert "Senior Analyst: t" in summaries
     assert not [s for s in summaries if "\n" in s]
+
+
+async def test_the_record_is_a_local_activity_given_the_trace(
+    temporal_client, task_queue, worker, settings
+):
+    """Recording a finished execution costs the server no activity task, no workflow task of
+    its own and no trace query: a local activity is given the trace, which the database then
+    holds in full, in order."""
+    from temporalio.api.enums.v1 import EventType as HistoryEventType
+
+    from kasal.db.engine import create_engine, session_factory
+    from kasal.db.repositories import TraceRepository
+
+    handle = await start(
+        temporal_client,
+        task_queue,
+        crew([{"name": "a", "description": "A"}, {"name": "b", "description": "B"}]),
+    )
+    await handle.result()
+    raw = temporal_client.get_workflow_handle(handle.workflow_id)
+    live = await raw.query("trace")
+    history = await raw.fetch_history()
+    scheduled = [
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in history.events
+        if e.event_type == HistoryEventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+    ]
+    assert scheduled == ["run_task", "run_task"]
+    markers = [
+        e.marker_recorded_event_attributes.marker_name
+        for e in history.events
+        if e.event_type == HistoryEventType.EVENT_TYPE_MARKER_RECORDED
+    ]
+    assert "core_local_activity" in markers
+    engine = create_engine(settings.resolved_database_url())
+    try:
+        async with session_factory(engine)() as session:
+            stored = await TraceRepository(session).page(handle.id, offset=0, limit=1000)
+    finally:
+        await engine.dispose()
+    assert [e.event_id for e in stored] == [e["event_id"] for e in live]
+    assert stored[-1].type == EventType.EXECUTION_COMPLETED
