@@ -53,6 +53,10 @@ class Settings(BaseSettings):
     #: they wait), so the default is high; each running task holds one thread.
     max_concurrent_activities: int = 1000
     max_concurrent_workflow_tasks: int = 50
+    #: Running executions a worker keeps in memory between their workflow tasks (Temporal's
+    #: sticky cache, about 0.25 MB each); beyond it the least recently used is evicted and
+    #: replayed from its history when its next event arrives: CPU instead of memory.
+    max_cached_workflows: int = Field(default=1000, ge=0)
     #: Modules to import on worker start so their tools register by name.
     tool_modules: list[str] = Field(default_factory=list)
     #: Directory the built-in ``file_read`` tool may read from (default: <data_dir>/files;

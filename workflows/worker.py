@@ -226,6 +226,7 @@ def build_worker(
         workflow_runner=workflow_runner(),
         max_concurrent_activities=settings.max_concurrent_activities,
         max_concurrent_workflow_tasks=settings.max_concurrent_workflow_tasks,
+        max_cached_workflows=settings.max_cached_workflows,
         # A dead worker's sticky queue holds its workflows' tasks until this passes; the
         # 10 s default slows every recovery.
         sticky_queue_schedule_to_start_timeout=timedelta(seconds=1),
