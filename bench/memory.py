@@ -13,6 +13,10 @@ one answering after ``--latency`` seconds, so executions stay in flight. Printed
   (every execution has a task in flight), the worker's RSS and threads, and the growth over
   ``warm`` in MB per 1,000 running executions. The executions then finish and the worker
   settles before the next count.
+
+``--max-activities 1`` (the worker's ``KASAL_MAX_CONCURRENT_ACTIVITIES``) measures what the
+workflows alone hold: one task runs, the other executions wait as cached workflows (the
+count is measured ``--settle`` seconds after they start).
 """
 
 from __future__ import annotations
@@ -74,18 +78,18 @@ def llm_server(port: int, latency: float) -> subprocess.Popen[bytes]:
     )
 
 
-async def main(counts: list[int], latency: float, tasks: int) -> None:
+async def main(
+    counts: list[int], latency: float, tasks: int, max_activities: int | None, settle: float
+) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         server = await EmbeddedTemporal(Path(tmp), port=free_port(), ui_port=None).start()
         fast_port, slow_port = free_port(), free_port()
         fast, slow = llm_server(fast_port, 0.05), llm_server(slow_port, latency)
         queue = f"memory-{uuid.uuid4().hex[:6]}"
-        worker = WorkerProcess(
-            server.address,
-            queue,
-            Path(tmp) / "worker",
-            KASAL_LLM_BASE_URLS='["http://127.0.0.1:"]',
-        )
+        env = {"KASAL_LLM_BASE_URLS": '["http://127.0.0.1:"]'}
+        if max_activities is not None:
+            env["KASAL_MAX_CONCURRENT_ACTIVITIES"] = str(max_activities)
+        worker = WorkerProcess(server.address, queue, Path(tmp) / "worker", **env)
         try:
             await asyncio.to_thread(worker.start)
             assert worker.process is not None
@@ -127,13 +131,20 @@ async def main(counts: list[int], latency: float, tasks: int) -> None:
 
                 for count in counts:
                     began = time.monotonic()
-                    running = [asyncio.create_task(run(slow_port)) for _ in range(count)]
-                    while await in_flight() < count:
+                    handles = await asyncio.gather(
+                        *(
+                            start_execution(client, spec(slow_port), task_queue=queue)
+                            for _ in range(count)
+                        )
+                    )
+                    running = [asyncio.create_task(h.result()) for h in handles]
+                    target = min(count, max_activities or count)
+                    while await in_flight() < target:
                         if time.monotonic() - began > latency * 0.8:
                             break
                         await asyncio.sleep(0.2)
                     held = await in_flight()
-                    await asyncio.sleep(min(3.0, latency / 10))  # let the activities settle
+                    await asyncio.sleep(settle)  # let the activities (or workflows) settle
                     rss = status(pid)["VmRSS"] / 1024
                     print(
                         f"{count:5} running ({held} calls held after "
@@ -142,6 +153,8 @@ async def main(counts: list[int], latency: float, tasks: int) -> None:
                         "per 1000 running",
                         flush=True,
                     )
+                    if target < count:  # the rest would wait for the one slot: cancel
+                        await asyncio.gather(*(h.cancel() for h in handles))
                     outcomes = await asyncio.gather(*running, return_exceptions=True)
                     failed = [o for o in outcomes if isinstance(o, BaseException)]
                     await asyncio.sleep(3)
@@ -162,5 +175,8 @@ if __name__ == "__main__":
     parser.add_argument("--crews", default="200,500,1000")
     parser.add_argument("--latency", type=float, default=30.0)
     parser.add_argument("--tasks", type=int, default=1)
+    parser.add_argument("--max-activities", type=int, help="the worker's activity slots")
+    parser.add_argument("--settle", type=float, default=3.0, help="seconds before reading RSS")
     args = parser.parse_args()
-    asyncio.run(main([int(c) for c in args.crews.split(",")], args.latency, args.tasks))
+    counts = [int(c) for c in args.crews.split(",")]
+    asyncio.run(main(counts, args.latency, args.tasks, args.max_activities, args.settle))
