@@ -59,25 +59,34 @@ async def test_shared_code_is_still_checked_by_the_sandbox(temporal_client):
     its calls checked, afresh in every run's sandbox."""
     share_workflow_code(("tests.workflows",))
     queue = f"sandbox-{uuid.uuid4().hex[:8]}"
-    async with Worker(
-        temporal_client,
-        task_queue=queue,
-        workflows=[ClockReadingWorkflow],
-        workflow_runner=workflow_runner(),
-        workflow_failure_exception_types=[Exception],
-    ):
-        for _ in range(2):  # the second run gets the shared code
-            with pytest.raises(WorkflowFailureError) as failure:
-                await asyncio.wait_for(
-                    temporal_client.execute_workflow(
-                        ClockReadingWorkflow.run, id=f"clock-{uuid.uuid4()}", task_queue=queue
-                    ),
-                    30,
+    try:
+        async with Worker(
+            temporal_client,
+            task_queue=queue,
+            workflows=[ClockReadingWorkflow],
+            workflow_runner=workflow_runner(),
+            workflow_failure_exception_types=[Exception],
+        ):
+            for _ in range(2):  # the second run gets the shared code
+                with pytest.raises(WorkflowFailureError) as failure:
+                    await asyncio.wait_for(
+                        temporal_client.execute_workflow(
+                            ClockReadingWorkflow.run,
+                            id=f"clock-{uuid.uuid4()}",
+                            task_queue=queue,
+                        ),
+                        30,
+                    )
+                cause = failure.value.cause
+                assert "RestrictedWorkflowAccessError" in repr(cause) or (
+                    "restricted" in str(cause).lower()
                 )
-            cause = failure.value.cause
-            assert (
-                "RestrictedWorkflowAccessError" in repr(cause) or "restricted" in str(cause).lower()
-            )
+    finally:  # test modules are pytest's to load (assertion rewriting)
+        sys.meta_path[:] = [
+            f
+            for f in sys.meta_path
+            if not (isinstance(f, SharedCodeFinder) and f.packages == ("tests.workflows",))
+        ]
     shared = {path for path, _, _ in _SharedCodeLoader._codes}
     assert any(path.endswith("probe_workflows.py") for path in shared)
 
