@@ -57,9 +57,10 @@ class _SharedCodeLoader(importlib.machinery.SourceFileLoader):
     functions and classes, every call checked); only the immutable code objects, which the
     default loader re-reads from the ``.pyc`` every time, are shared. Measured: ~100 kB
     per cached workflow run (crew_workflow and bookkeeping), most of what the sandbox
-    costs a running execution besides its state. Where no ``.pyc`` is written
-    (``PYTHONDONTWRITEBYTECODE``, as in the Dockerfile) the default loader even compiled
-    the source for every run: replaying a recorded crew, 54 -> 31-37 ms of CPU per run.
+    costs a running execution besides its state. Where the workflow modules have no
+    ``.pyc`` (a source checkout run with ``PYTHONDONTWRITEBYTECODE``, as the benchmarks
+    here are) the default loader even compiled the source for every run: replaying a
+    recorded crew, 54 -> 31-37 ms of CPU per run.
     """
 
     _codes: dict[tuple[str, float, int], CodeType] = {}
