@@ -58,6 +58,10 @@ class Settings(BaseSettings):
     #: is a write on the server: with thousands of long calls in flight, a few seconds
     #: here spares the server most of its work for a slower stop.
     heartbeat_throttle_seconds: float = Field(default=1.0, gt=0)
+    #: Running executions a worker keeps in memory between their workflow tasks (Temporal's
+    #: sticky cache, about 0.25 MB each); beyond it the least recently used is evicted and
+    #: replayed from its history when its next event arrives: CPU instead of memory.
+    max_cached_workflows: int = Field(default=1000, ge=0)
     #: Modules to import on worker start so their tools register by name.
     tool_modules: list[str] = Field(default_factory=list)
     #: Directory the built-in ``file_read`` tool may read from (default: <data_dir>/files;

@@ -605,18 +605,23 @@ class CrewSpec(_Strict):
         return found
 
     def interpolated(self, inputs: dict[str, Any] | None = None) -> CrewSpec:
-        """A copy with ``{placeholders}`` filled from the spec's inputs overlaid with ``inputs``.
+        """A copy with ``{placeholders}`` filled from the spec's inputs overlaid with ``inputs``
+        (the spec itself when it has no placeholders and no ``inputs`` are given: a running
+        workflow then holds one spec, not two).
 
         Raises :class:`InvalidSpecError` naming any placeholder that has no value. Braces
         that are not placeholders (JSON examples in a description) are left alone.
         """
         values = {**self.inputs, **(inputs or {})}
-        missing = sorted(self.placeholders() - set(values))
+        placeholders = self.placeholders()
+        missing = sorted(placeholders - set(values))
         if missing:
             raise InvalidSpecError(
                 f"missing input(s) for placeholder(s): {', '.join(missing)}",
                 field="inputs",
             )
+        if not placeholders and not inputs:
+            return self
 
         def fill(text: str) -> str:
             return _PLACEHOLDER_RE.sub(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import uuid
 
 import pytest
@@ -11,7 +12,13 @@ from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox._importer import Importer
 
 from tests.workflows.probe_workflows import ClockReadingWorkflow
-from workflows.worker import PASSTHROUGH, workflow_runner
+from workflows.worker import (
+    PASSTHROUGH,
+    SharedCodeFinder,
+    _SharedCodeLoader,
+    share_workflow_code,
+    workflow_runner,
+)
 
 
 def test_workflow_modules_are_not_passed_through():
@@ -66,3 +73,47 @@ def test_workflow_modules_have_bytecode_for_the_sandbox(tmp_path, monkeypatch):
     assert not cached.exists()
     worker_module.compile_workflow_modules()
     assert cached.exists() and cached.stat().st_mtime >= source.stat().st_mtime
+
+
+async def test_shared_code_is_still_checked_by_the_sandbox(temporal_client):
+    """A workflow module whose code objects are shared between runs is still executed, and
+    its calls checked, afresh in every run's sandbox."""
+    share_workflow_code(("tests.workflows",))
+    queue = f"sandbox-{uuid.uuid4().hex[:8]}"
+    try:
+        async with Worker(
+            temporal_client,
+            task_queue=queue,
+            workflows=[ClockReadingWorkflow],
+            workflow_runner=workflow_runner(),
+            workflow_failure_exception_types=[Exception],
+        ):
+            for _ in range(2):  # the second run gets the shared code
+                with pytest.raises(WorkflowFailureError) as failure:
+                    await asyncio.wait_for(
+                        temporal_client.execute_workflow(
+                            ClockReadingWorkflow.run,
+                            id=f"clock-{uuid.uuid4()}",
+                            task_queue=queue,
+                        ),
+                        30,
+                    )
+                cause = failure.value.cause
+                assert "RestrictedWorkflowAccessError" in repr(cause) or (
+                    "restricted" in str(cause).lower()
+                )
+    finally:  # test modules are pytest's to load (assertion rewriting)
+        sys.meta_path[:] = [
+            f
+            for f in sys.meta_path
+            if not (isinstance(f, SharedCodeFinder) and f.packages == ("tests.workflows",))
+        ]
+    shared = {path for path, _, _ in _SharedCodeLoader._codes}
+    assert any(path.endswith("probe_workflows.py") for path in shared)
+
+
+def test_shared_code_loader_is_installed_once():
+    share_workflow_code()
+    share_workflow_code()
+    finders = [f for f in sys.meta_path if isinstance(f, SharedCodeFinder)]
+    assert sum("workflows" in f.packages for f in finders) == 1
