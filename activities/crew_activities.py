@@ -21,6 +21,7 @@ from activities.crewai_runtime import (
 )
 from activities.journal import (
     AttemptWatch,
+    ComputeSlots,
     ObservedLLM,
     TaskObserver,
     as_application_error,
@@ -61,11 +62,14 @@ class CrewActivities:
         executor: concurrent.futures.ThreadPoolExecutor | None = None,
         blobs: BlobStore | None = None,
         memory: MemoryStore | None = None,
+        slots: ComputeSlots | None = None,
     ) -> None:
         #: Where attempts journal the calls they paid for.
         self._journal = journal
         #: Whether a newer attempt of any running attempt has started: one query for all.
         self._watch = AttemptWatch(journal)
+        #: How many attempts may run CrewAI's own code at once (None: no limit).
+        self._slots = slots
         # CrewAI is synchronous: each running task holds one thread of this pool.
         self._executor = executor
         #: Where outputs too large for workflow history go (None: they stay inline).
@@ -142,7 +146,9 @@ class CrewActivities:
             runs.append(run)
             return run.raw
 
-        done = await run_observed(self._watch, self._executor, data.task, agent_spec.name, work)
+        done = await run_observed(
+            self._watch, self._executor, data.task, agent_spec.name, work, self._slots
+        )
         raw, observer = done.raw, done.observer
         run = runs[-1] if runs else TaskRun(raw=raw, json_dict=None, output_format="raw")
         if memory is not None:
@@ -182,7 +188,9 @@ class CrewActivities:
             plans.update(make_plan(data.spec, observer, CallContext(attempt=attempt)))
             return ""
 
-        done = await run_observed(self._watch, self._executor, PLANNER_KEY, "planner", work)
+        done = await run_observed(
+            self._watch, self._executor, PLANNER_KEY, "planner", work, self._slots
+        )
         return PlanCrewResult(
             plans=plans, token_usage=done.observer.usage, attempt=done.attempt, events=done.events
         )
@@ -214,7 +222,9 @@ class CrewActivities:
             )
             return str(llm.call(messages))
 
-        done = await run_observed(self._watch, self._executor, data.task, manager.name, work)
+        done = await run_observed(
+            self._watch, self._executor, data.task, manager.name, work, self._slots
+        )
         decision = parse_manager_decision(done.raw, [a.name for a in data.spec.agents])
         if decision.action != "invalid":
             decision.raw = ""  # the parsed fields say it all; history need not hold it twice

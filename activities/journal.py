@@ -29,7 +29,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -64,6 +64,8 @@ JOURNAL_TIMEOUT = 60.0
 STALE_CHECK_EVERY = 2.0
 #: Before paying for a call, the journal is asked again if its last word is older than this.
 FRESH_FOR = 1.0
+#: How often an attempt waiting for a compute slot looks whether it must stop.
+SLOT_POLL = 0.5
 #: Characters of prompt, response or tool output a span carries when content capture is on.
 CONTENT_LIMIT = 4000
 
@@ -174,6 +176,70 @@ class LLMObserver:
     def after_tool(self, result: str) -> None:
         """Called after a journaled tool ran (not when it was replayed): journal ``result``."""
 
+    def waiting(self) -> contextlib.AbstractContextManager[None]:
+        """Around a wait on a provider or a tool: the attempt computes nothing meanwhile."""
+        return contextlib.nullcontext()
+
+
+class ComputeSlots:
+    """How many task attempts of a worker may run CrewAI's own code at once.
+
+    Thousands of attempts wait on providers; only the few computing need the interpreter,
+    and each holds a slot while it does (none while it waits on a call or a tool). Past
+    the slots, attempts queue here in order instead of a thousand threads fighting for the
+    GIL, which starves the event loop that sends their heartbeats (a late heartbeat times
+    a live attempt out and pays for its call again).
+    """
+
+    def __init__(self, slots: int) -> None:
+        self._free = threading.Semaphore(slots)
+
+    def holder(self, observer: LLMObserver) -> SlotHolder:
+        return SlotHolder(self._free, observer)
+
+
+class SlotHolder:
+    """One attempt's slot: taken to compute, given back around each wait. Calls that the
+    attempt makes at once (CrewAI's parallel tools) share it."""
+
+    def __init__(self, free: threading.Semaphore, observer: LLMObserver) -> None:
+        self._free = free
+        self._observer = observer
+        self._lock = threading.Lock()
+        self._held = False
+        self._waits = 0
+
+    def take(self) -> None:
+        """Wait for a slot; stops waiting (raising) once the attempt must stop."""
+        while not self._free.acquire(timeout=SLOT_POLL):
+            self._observer.check()
+        with self._lock:
+            self._held = True
+
+    def give_back(self) -> None:
+        with self._lock:
+            held, self._held = self._held, False
+        if held:
+            self._free.release()
+
+    @contextlib.contextmanager
+    def waiting(self) -> Iterator[None]:
+        with self._lock:
+            self._waits += 1
+            release = self._held and self._waits == 1
+            if release:
+                self._held = False
+        if release:
+            self._free.release()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._waits -= 1
+                again = self._waits == 0 and not self._held
+            if again:
+                self.take()
+
 
 def call_abandonable(observer: LLMObserver, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
     """``fn(*args, **kw)`` in a daemon thread of its own, abandoned the moment the observer's
@@ -194,7 +260,8 @@ def call_abandonable(observer: LLMObserver, fn: Callable[..., T], *args: Any, **
     stop = observer.stop_signal()
     if stop is not None:
         waits.append(stop)
-    concurrent.futures.wait(waits, return_when=concurrent.futures.FIRST_COMPLETED)
+    with observer.waiting():
+        concurrent.futures.wait(waits, return_when=concurrent.futures.FIRST_COMPLETED)
     if not future.done():
         observer.check()  # raises: the attempt stopped
     return future.result()
@@ -409,7 +476,8 @@ class ObservedTool(BaseTool):
                     replayed = True
                     output = previous
                     return output
-            output = self._inner.run(*args, **kwargs)
+            with self._observer.waiting():
+                output = self._inner.run(*args, **kwargs)
             if journaled:
                 self._observer.after_tool(str(output))
             return output
@@ -584,6 +652,8 @@ class TaskObserver(LLMObserver):
         self.journal = journal
         #: The worker's watch over its running attempts (None: this observer asks itself).
         self.watch = watch
+        #: The attempt's compute slot (None: it computes whenever it likes).
+        self.slot: SlotHolder | None = None
         #: Done once the attempt must stop: cancelled, or superseded by a newer attempt.
         self.stopped: concurrent.futures.Future[None] = concurrent.futures.Future()
         self.calls = 0
@@ -615,6 +685,9 @@ class TaskObserver(LLMObserver):
         """The workflow cancelled the attempt: stop at once, even in a provider call."""
         if not self.stopped.done():
             self.stopped.set_result(None)
+
+    def waiting(self) -> contextlib.AbstractContextManager[None]:
+        return self.slot.waiting() if self.slot is not None else contextlib.nullcontext()
 
     def supersede(self, newest: int) -> None:
         """A newer attempt runs: stop at once, even in the middle of a provider call."""
@@ -834,6 +907,7 @@ async def run_observed(
     task: str,
     agent: str,
     work: Callable[[TaskObserver, int], str],
+    slots: ComputeSlots | None = None,
 ) -> Observed:
     """Run ``work`` in a thread as one observed attempt of the calling activity.
 
@@ -889,6 +963,8 @@ async def run_observed(
             )
             await publisher.deliver([started])
         observer = TaskObserver(publisher, agent, store, key, journal)
+        if slots is not None:
+            observer.slot = slots.holder(observer)
         watch.watch(observer)
         current = observer
         kind = info.activity_type
@@ -906,9 +982,13 @@ async def run_observed(
         def run() -> str:
             token = telemetry.log_context.set(log_fields)
             try:
+                if current.slot is not None:
+                    current.slot.take()
                 log.info("task %s attempt %d started", task, attempt)
                 return work(current, attempt)
             finally:
+                if current.slot is not None:
+                    current.slot.give_back()
                 current.flush()
                 telemetry.log_context.reset(token)
 

@@ -53,6 +53,10 @@ class Settings(BaseSettings):
     #: they wait), so the default is high; each running task holds one thread.
     max_concurrent_activities: int = 1000
     max_concurrent_workflow_tasks: int = 50
+    #: Task attempts running CrewAI's own code at once (the others wait on their provider,
+    #: a tool, or here): past a few, more threads only fight over the GIL and starve the
+    #: event loop that sends heartbeats.
+    compute_slots: int = Field(default=4, ge=1)
     #: Most seconds between two heartbeats of a running task reaching the Temporal server:
     #: how soon a cancel or stop reaches a task in the middle of a provider call. Each one
     #: is a write on the server: with thousands of long calls in flight, a few seconds

@@ -208,6 +208,7 @@ def build_worker(
     default in the same database), blobs, the record.
     """
     from activities.crew_activities import CrewActivities
+    from activities.journal import ComputeSlots
     from activities.operations import OperationsActivities
     from activities.persistence import PersistenceActivities
     from kasal import signing
@@ -226,7 +227,11 @@ def build_worker(
     signing.configure(settings.resolved_worker_secret())
     journal = journal or JournalStore(sessions)
     activities = CrewActivities(
-        journal, executor=executor, blobs=BlobStore(sessions), memory=MemoryStore(sessions)
+        journal,
+        executor=executor,
+        blobs=BlobStore(sessions),
+        memory=MemoryStore(sessions),
+        slots=ComputeSlots(settings.compute_slots),
     )
     persistence = PersistenceActivities(sessions, journal)
     operations = OperationsActivities(sessions, settings)

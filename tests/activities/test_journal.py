@@ -12,6 +12,7 @@ import pytest
 
 from activities.journal import (
     AttemptWatch,
+    ComputeSlots,
     JournalUnavailable,
     LLMCallRecord,
     Publisher,
@@ -166,6 +167,66 @@ async def test_one_watch_asks_once_for_every_running_attempt_and_stops_the_stale
         await in_thread(other.before_call, MESSAGES + [{"role": "user", "content": "next"}])
     for observer in (stale, *others):
         watch.forget(observer)
+
+
+async def test_attempts_compute_in_turns_and_wait_on_providers_all_at_once(store):
+    """With one compute slot, an attempt computes only while the other waits on its
+    provider; a waiting attempt that is cancelled stops waiting for a slot too."""
+    import threading
+    import time
+
+    from activities.journal import call_abandonable
+
+    slots = ComputeSlots(1)
+    first, _ = await observer_for(store)
+    second, _ = await observer_for(store, attempt=2)
+    first.slot, second.slot = slots.holder(first), slots.holder(second)
+    log: list[str] = []
+    calling, answer = threading.Event(), threading.Event()
+
+    def provider() -> str:
+        log.append("first waits on its provider")
+        calling.set()
+        answer.wait(10)
+        return "42"
+
+    def first_task() -> str:
+        first.slot.take()
+        try:
+            result = call_abandonable(first, provider)
+            log.append("first computes again")
+            return result
+        finally:
+            first.slot.give_back()
+
+    def second_task() -> None:
+        assert calling.wait(10)
+        second.slot.take()  # free: the first attempt waits on its provider
+        log.append("second computes")
+        answer.set()  # the provider answers while the second still holds the slot
+        time.sleep(0.3)
+        log.append("second done")
+        second.slot.give_back()
+
+    running = asyncio.gather(in_thread(first_task), in_thread(second_task))
+    assert await asyncio.wait_for(running, 10) == ["42", None]
+    assert log == [
+        "first waits on its provider",
+        "second computes",
+        "second done",
+        "first computes again",
+    ]
+    # No slot free, then cancelled: the wait for one ends with the attempt.
+    third, _ = await observer_for(store, attempt=3)
+    third.slot = slots.holder(third)
+    blocker = slots.holder(first)
+    await in_thread(blocker.take)
+    waiting = asyncio.ensure_future(in_thread(third.slot.take))
+    await asyncio.sleep(0.2)
+    third.cancel()
+    with pytest.raises(TaskCancelled):
+        await asyncio.wait_for(waiting, 5)
+    blocker.give_back()
 
 
 async def test_an_answer_that_arrives_after_the_cancel_is_dropped(store):
