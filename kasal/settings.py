@@ -126,6 +126,11 @@ class Settings(BaseSettings):
     #: kept open per process, and how many more it may open under load.
     db_pool_size: int = Field(default=5, ge=1)
     db_max_overflow: int = Field(default=10, ge=0)
+    #: A pooled PostgreSQL connection is pinged before use only if it sat idle this long
+    #: (seconds; 0: before every use). A ping costs three round trips with asyncpg; one used
+    #: a moment ago is alive, and a database that went away since is noticed by the failing
+    #: statement, which discards the pool.
+    db_ping_after_idle: float = Field(default=1.0, ge=0)
     secret_key: SecretStr = Field(
         default=SecretStr("dev-insecure-secret-change-me-0123456789abcdef"),
         validation_alias=AliasChoices("KASAL_SECRET_KEY", "JWT_SECRET"),
