@@ -162,6 +162,11 @@ class Settings(BaseSettings):
     #: Failed logins for one account from one address before that address is locked out
     #: of that account (the right password from another address still works).
     login_failure_limit: str = "5/15 minutes"
+    #: Seconds an API process may reuse who an access token's user is (active, roles) for
+    #: GET requests (0: read on every request). Disabling a user or changing a role holds at
+    #: once in the process that did it, within this bound in the other replicas; the token's
+    #: expiry stays exact. API keys are read on every request.
+    auth_cache_seconds: float = Field(default=1.0, ge=0, le=60)
     #: Requests per API key, and execution starts per group (per user: execution_rate_limit).
     api_key_rate_limit: str = "600/minute"
     group_execution_rate_limit: str = "600/minute"
