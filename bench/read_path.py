@@ -33,8 +33,27 @@ far from being the bottleneck (its CPU use is printed). It still shares the 2 co
 server (and PostgreSQL): the figures are lower bounds of what the API does on cores of its
 own. Compare Kasal with the baseline of the same run only.
 
-Measured on this machine (2 cores shared with other benchmarks; one API process; 50 clients
-closed loop; 200 req/s open loop for 10 s):
+Measured on this machine (2 cores shared with other agents' benchmarks: load average 5-160
+during the runs, so latencies swing by 10x between runs and only figures of one run compare;
+the server's CPU per request is the steadiest figure). One API process; 50 clients closed
+loop; 200 req/s open loop; "before" is commit f91ba10 (`--before`), in the same run; the
+baseline uses Kasal's engine, so it gained from the engine changes too:
+
+- measured, run 1 (10 s), server CPU ms per request, before -> after (baseline):
+  SQLite token 3.86 -> 1.85 (1.14), SQLite key 6.12 -> 3.63; PostgreSQL token 5.12 -> 2.46
+  (2.00), PostgreSQL key 3.75 -> 2.56.
+- measured, run 2 (8 s), the quietest SQLite section: token 285 -> 509 req/s closed loop
+  (baseline 814), open loop p50/p99 4.7/210 ms -> 2.6/5.3 ms (baseline 1.7/4.0: 1.56x,
+  1.33x); key 206 -> 400 req/s, p50/p99 149/2798 -> 4.2/148 ms; CPU ms/req token
+  3.85 -> 2.12 (1.35), key 5.36 -> 2.52. PostgreSQL in that run was swamped (the baseline's
+  open-loop p50 was 23 s): CPU ms/req token 5.10 -> 2.64 (1.80), key 5.14 -> 2.95.
+- where a token's status read went before (py-spy, SQLite): 4 hops to aiosqlite's thread
+  (user, roles, execution, COMMIT) where the baseline makes 2; a thread-pool hop for the
+  ``def`` state dependency (~10%); the JWT's HMAC and claims (~5%); JSON of the unused
+  result and spec columns (~4%); the answer validated three times. On PostgreSQL also a
+  pre-ping of BEGIN, ``;`` and ROLLBACK on every checkout (~11%). After: a token's read is
+  one statement (the row; who the token is comes from a 1 s cache) and no COMMIT hop; a key's
+  read is two statements (key, user and roles in one; the row).
 """
 
 from __future__ import annotations
