@@ -47,6 +47,10 @@ baseline uses Kasal's engine, so it gained from the engine changes too:
   1.33x); key 206 -> 400 req/s, p50/p99 149/2798 -> 4.2/148 ms; CPU ms/req token
   3.85 -> 2.12 (1.35), key 5.36 -> 2.52. PostgreSQL in that run was swamped (the baseline's
   open-loop p50 was 23 s): CPU ms/req token 5.10 -> 2.64 (1.80), key 5.14 -> 2.95.
+- measured, run 3 (PostgreSQL only, 6 s, load average ~45): token 262 -> 293 req/s closed
+  loop (baseline 518), open loop p50/p99 149/1699 -> 4.6/240 ms (baseline 3.3/14.3); key
+  102 -> 289 req/s, p50/p99 1823/6388 -> 87/796 ms; CPU ms/req token 3.41 -> 2.86 (1.62),
+  key 8.02 -> 2.75.
 - where a token's status read went before (py-spy, SQLite): 4 hops to aiosqlite's thread
   (user, roles, execution, COMMIT) where the baseline makes 2; a thread-pool hop for the
   ``def`` state dependency (~10%); the JWT's HMAC and claims (~5%); JSON of the unused
