@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import secrets
+import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Annotated
@@ -24,6 +25,48 @@ from kasal.exceptions import AuthError, PermissionDeniedError, TemporalUnavailab
 from kasal.settings import Settings
 
 
+class PrincipalCache:
+    """Who each access token (and ``X-Kasal-Group``) was, for ``seconds``: the principal and
+    user a GET request's token resolved to, so polling does not read the user and roles
+    every time. The token's signature and expiry are still checked on every request.
+
+    Every request that may change something empties it, before it runs and after its
+    commit; an entry resolved while such a request ran is not kept (``generation``). So a
+    disabled user or a changed role holds at once in this process, and within ``seconds``
+    in the others. API keys are not kept: their revocation and expiry are read on every
+    request, wherever they were changed.
+    """
+
+    def __init__(self, seconds: float, max_entries: int = 10_000) -> None:
+        self.seconds = seconds
+        self.max_entries = max_entries
+        self.generation = 0
+        self._entries: dict[tuple[str, str], tuple[float, Principal, User]] = {}
+
+    def get(self, key: tuple[str, str]) -> tuple[Principal, User] | None:
+        """The principal and user for ``key``, if resolved less than ``seconds`` ago."""
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if entry[0] <= time.monotonic():
+            self._entries.pop(key, None)
+            return None
+        return entry[1], entry[2]
+
+    def put(self, key: tuple[str, str], generation: int, principal: Principal, user: User) -> None:
+        """Keep what ``key`` resolved to, unless the cache was emptied since ``generation``."""
+        if generation != self.generation:
+            return
+        if len(self._entries) >= self.max_entries:
+            self._entries.clear()
+        self._entries[key] = (time.monotonic() + self.seconds, principal, user)
+
+    def clear(self) -> None:
+        """Forget every entry, and any resolution under way."""
+        self._entries.clear()
+        self.generation += 1
+
+
 @dataclass
 class AppState:
     """Resources the lifespan creates, one set per API process."""
@@ -40,10 +83,22 @@ class AppState:
     #: Execution starts per group, and requests per API key.
     group_limiter: RateLimiter | None = None
     key_limiter: RateLimiter | None = None
+    #: Who recent GET requests' access tokens were (KASAL_AUTH_CACHE_SECONDS; None: off).
+    principals: PrincipalCache | None = None
+
+
+#: Methods that change nothing: the only ones answered from :class:`PrincipalCache`.
+READING = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def get_state(request: Request) -> AppState:
     """The running app's resources."""
+    return request.app.state.kasal
+
+
+async def _state_dependency(request: Request) -> AppState:
+    # A coroutine on purpose: FastAPI runs a plain ``def`` dependency in its thread pool,
+    # a thread hop per request for an attribute read (10% of a status read's CPU).
     return request.app.state.kasal
 
 
@@ -53,13 +108,16 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     Declared with ``scope="function"`` below so the commit happens before the response is
     sent: a failed commit is an error response, never a success that was not saved.
     """
-    async with get_state(request).sessions() as session:
+    state = get_state(request)
+    async with state.sessions() as session:
         try:
             yield session
         except BaseException:
             await session.rollback()
             raise
         await session.commit()
+        if state.principals is not None and request.method not in READING:
+            state.principals.clear()  # after the commit: see PrincipalCache
 
 
 bearer = HTTPBearer(
@@ -70,7 +128,7 @@ api_key_header = APIKeyHeader(
     name="X-API-Key", auto_error=False, description="an API key (kasal_...)"
 )
 
-StateDep = Annotated[AppState, Depends(get_state)]
+StateDep = Annotated[AppState, Depends(_state_dependency)]
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 #: The group a person acts in (default: their oldest membership). API keys ignore it.
 GroupHeader = Annotated[
@@ -103,17 +161,34 @@ async def get_principal(
     401 without valid credentials. A ``read``-scoped key may only read (GET), whatever the
     route. The principal is kept on ``request.state`` for the audit log.
     """
-    principal, user = await resolve_principal(
-        session,
-        state,
-        address=client_address(request),
-        headers=request.headers,
-        bearer_token=credentials.credentials
-        if credentials and credentials.scheme.lower() == "bearer"
-        else None,
-        api_key=api_key,
-        group=group,
+    bearer_token = (
+        credentials.credentials if credentials and credentials.scheme.lower() == "bearer" else None
     )
+    cache = state.principals
+    key: tuple[str, str] | None = None
+    if cache is not None:
+        if request.method not in READING:
+            cache.clear()  # it may change credentials or roles: see PrincipalCache
+        elif bearer_token and not api_key and not bearer_token.startswith("kasal_"):
+            key = (bearer_token, group or "")
+    cached = cache.get(key) if cache is not None and key is not None else None
+    if cached is not None:
+        principal, user = cached
+        assert bearer_token is not None  # only tokens are kept
+        decode_access_token(bearer_token, state.settings)  # expiry stays exact
+    else:
+        generation = cache.generation if cache is not None else 0
+        principal, user = await resolve_principal(
+            session,
+            state,
+            address=client_address(request),
+            headers=request.headers,
+            bearer_token=bearer_token,
+            api_key=api_key,
+            group=group,
+        )
+        if cache is not None and key is not None:
+            cache.put(key, generation, principal, user)
     request.state.principal = principal
     request.state.user = user
     read_only = principal.key_id is not None and principal.cap < Role.OPERATOR
@@ -136,6 +211,7 @@ async def resolve_principal(
     from api.services.credentials import (
         looks_like_key,
         principal_for_key,
+        principal_for_token,
         principal_for_user,
     )
 
@@ -147,8 +223,8 @@ async def resolve_principal(
             await state.key_limiter.hit(principal.key_id or "")
         return principal, user
     if bearer_token:
-        user = await user_for_token(session, bearer_token, settings)
-        return await principal_for_user(session, user, group_id=group, via="token"), user
+        user_id = decode_access_token(bearer_token, settings)
+        return await principal_for_token(session, user_id, group_id=group)
     proxied = proxy_identity(settings, address, headers)
     if proxied is not None:
         user = await user_for_proxy(session, proxied)
@@ -201,15 +277,6 @@ async def get_current_user(request: Request, principal: CurrentPrincipal) -> Use
     return request.state.user
 
 
-async def user_for_token(session: AsyncSession, token: str, settings: Settings) -> User:
-    """The active user behind an access token (HTTP and WebSocket share this)."""
-    user_id = decode_access_token(token, settings)
-    user = await UserRepository(session).get(user_id)
-    if user is None or not user.is_active:
-        raise AuthError("the access token is invalid")
-    return user
-
-
 CurrentUser = Annotated[User, Depends(get_current_user)]
 
 
@@ -246,7 +313,7 @@ async def get_temporal_client_if_up(state: StateDep) -> Client | None:
 OptionalTemporalClientDep = Annotated[Client | None, Depends(get_temporal_client_if_up)]
 
 
-def get_settings_dep(state: StateDep) -> Settings:
+async def get_settings_dep(state: StateDep) -> Settings:
     """The settings the app was created with."""
     return state.settings
 

@@ -17,7 +17,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from api import asyncapi
 from api.audit import AuditMiddleware
 from api.db import ensure_admin, migrate
-from api.deps import AppState
+from api.deps import AppState, PrincipalCache
 from api.errors import install_error_handlers
 from api.guards import BodySizeLimitMiddleware, RateLimiter, limiter_storage
 from api.observability import install_observability
@@ -91,6 +91,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                 settings.group_execution_rate_limit, "group execution start", storage
             ),
             key_limiter=RateLimiter(settings.api_key_rate_limit, "API key", storage),
+            principals=PrincipalCache(settings.auth_cache_seconds)
+            if settings.auth_cache_seconds > 0
+            else None,
         )
         try:
             yield

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import time
 from datetime import UTC, datetime, timedelta
 
 import jwt
@@ -81,15 +82,30 @@ def create_access_token(user_id: str, settings: Settings) -> tuple[str, int]:
     return token, int(lifetime.total_seconds())
 
 
+#: Tokens whose signature and claims were verified: (secret, token) -> (user id, expiry).
+#: A token is immutable and its checks are deterministic but for the clock, which is checked
+#: again on every use; the user behind it is still read on every request (a disabled
+#: account stops at once). Saves the HMAC and claim parsing per request (5% of a status
+#: read's CPU).
+_verified: dict[tuple[str, str], tuple[str, float]] = {}
+_VERIFIED_MAX = 10_000
+
+
 def decode_access_token(token: str, settings: Settings) -> str:
     """The user id inside a valid access token; :class:`AuthError` otherwise.
 
     Only HS256 is accepted, so ``alg: none`` and algorithm-confusion tokens fail.
     """
+    secret = settings.secret_key.get_secret_value()
+    known = _verified.get((secret, token))
+    if known is not None:
+        if known[1] > time.time():
+            return known[0]
+        raise AuthError("the access token has expired")
     try:
         claims = jwt.decode(
             token,
-            settings.secret_key.get_secret_value(),
+            secret,
             algorithms=[ALGORITHM],
             issuer=ISSUER,
             options={"require": ["exp", "iat", "sub", "iss"]},
@@ -100,4 +116,7 @@ def decode_access_token(token: str, settings: Settings) -> str:
         raise AuthError("the access token is invalid") from None
     if claims.get("typ") != "access" or not isinstance(claims.get("sub"), str):
         raise AuthError("the access token is invalid")
+    if len(_verified) >= _VERIFIED_MAX:
+        _verified.clear()
+    _verified[(secret, token)] = (claims["sub"], float(claims["exp"]))
     return claims["sub"]

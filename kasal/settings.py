@@ -139,6 +139,11 @@ class Settings(BaseSettings):
     #: kept open per process, and how many more it may open under load.
     db_pool_size: int = Field(default=5, ge=1)
     db_max_overflow: int = Field(default=10, ge=0)
+    #: A pooled PostgreSQL connection is pinged before use only if it sat idle this long
+    #: (seconds; 0: before every use). A ping costs three round trips with asyncpg; one used
+    #: a moment ago is alive, and a database that went away since is noticed by the failing
+    #: statement, which discards the pool.
+    db_ping_after_idle: float = Field(default=1.0, ge=0)
     secret_key: SecretStr = Field(
         default=SecretStr("dev-insecure-secret-change-me-0123456789abcdef"),
         validation_alias=AliasChoices("KASAL_SECRET_KEY", "JWT_SECRET"),
@@ -170,6 +175,11 @@ class Settings(BaseSettings):
     #: Failed logins for one account from one address before that address is locked out
     #: of that account (the right password from another address still works).
     login_failure_limit: str = "5/15 minutes"
+    #: Seconds an API process may reuse who an access token's user is (active, roles) for
+    #: GET requests (0: read on every request). Disabling a user or changing a role holds at
+    #: once in the process that did it, within this bound in the other replicas; the token's
+    #: expiry stays exact. API keys are read on every request.
+    auth_cache_seconds: float = Field(default=1.0, ge=0, le=60)
     #: Requests per API key, and execution starts per group (per user: execution_rate_limit).
     api_key_rate_limit: str = "600/minute"
     group_execution_rate_limit: str = "600/minute"

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, status
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -322,10 +322,11 @@ def stored_tasks(execution: Execution) -> list[TaskStatus]:
 @router.get("/{execution_id}", response_model=ExecutionOut)
 async def get_execution(
     execution_id: IdPath, principal: CurrentPrincipal, session: SessionDep, state: StateDep
-):
+) -> Response:
     """An execution's state and per-task progress."""
     executions = ExecutionRepository(session)
-    execution = await execution_for(session, principal, execution_id)
+    # Without the result (possibly large): a status read never shows it.
+    execution = await execution_for(session, principal, execution_id, status_only=True)
     base = ExecutionSummary.model_validate(execution).model_dump()
     if execution.status not in FINISHED:
         live = await live_status(state, execution)
@@ -338,20 +339,32 @@ async def get_execution(
                 ended_at=live.ended_at,
                 error=live.error,
             )
-            return ExecutionOut(
-                **base,
-                inputs=execution.inputs,
-                token_usage=live.token_usage,
-                tasks=live.tasks,
-                event_count=live.event_count,
+            return _json(
+                ExecutionOut(
+                    **base,
+                    inputs=execution.inputs,
+                    token_usage=live.token_usage,
+                    tasks=live.tasks,
+                    event_count=live.event_count,
+                )
             )
-    return ExecutionOut(
-        **base,
-        inputs=execution.inputs,
-        token_usage=TokenUsage.model_validate(execution.token_usage or {}),
-        tasks=stored_tasks(execution),
-        event_count=execution.event_count,
+    if not execution.status_detail:
+        await session.refresh(execution, ["spec"])  # the tasks' names, all pending
+    return _json(
+        ExecutionOut(
+            **base,
+            inputs=execution.inputs,
+            token_usage=TokenUsage.model_validate(execution.token_usage or {}),
+            tasks=stored_tasks(execution),
+            event_count=execution.event_count,
+        )
     )
+
+
+def _json(model: ExecutionOut) -> Response:
+    """The model as FastAPI would send it (by alias), serialized once: returned as a model,
+    FastAPI dumps it to a dict, validates that again and serializes the result."""
+    return Response(model.model_dump_json(by_alias=True), media_type="application/json")
 
 
 @router.get(

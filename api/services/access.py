@@ -58,10 +58,16 @@ async def crew_for(
 
 
 async def execution_for(
-    session: AsyncSession, principal: Principal, execution_id: str, need: Role = Role.VIEWER
+    session: AsyncSession,
+    principal: Principal,
+    execution_id: str,
+    need: Role = Role.VIEWER,
+    *,
+    status_only: bool = False,
 ) -> Execution:
-    """The execution, if the caller may act on it with ``need``."""
-    row = await SharedRows(session).execution(execution_id)
+    """The execution, if the caller may act on it with ``need`` (``status_only``: without
+    its result and spec, see :meth:`SharedRows.execution`)."""
+    row = await SharedRows(session).execution(execution_id, status_only=status_only)
     return authorized(principal, row, need, "execution", execution_id)
 
 

@@ -99,25 +99,26 @@ async def principal_for_key(session: AsyncSession, secret: str) -> tuple[Princip
     # contain ``_``): the prefix is found by length, never by splitting.
     prefix, separator = secret[:PREFIX_LENGTH], secret[PREFIX_LENGTH : PREFIX_LENGTH + 1]
     found = separator == "_" and len(secret) > PREFIX_LENGTH + 1
-    row = await ApiKeyRepository(session).by_prefix(prefix) if found else None
-    if row is None or not hmac.compare_digest(row.key_hash, digest(secret)):
+    # The key, its user and their roles in one statement: a status poll through a key
+    # makes this read on every request.
+    loaded = await ApiKeyRepository(session).with_user_and_roles(prefix) if found else None
+    if loaded is None or not hmac.compare_digest(loaded[0].key_hash, digest(secret)):
         raise AuthError("the API key is invalid")
+    row, user, pairs = loaded
     now = utcnow()
     if row.revoked_at is not None:
         raise AuthError("the API key was revoked")
     if row.expires_at is not None and row.expires_at <= now:
         raise AuthError("the API key has expired")
-    user = await UserRepository(session).get(row.user_id)
-    if user is None or not user.is_active:
+    if not user.is_active:
         raise AuthError("the API key is invalid")
     if row.last_used_at is None or now - row.last_used_at > TOUCH_EVERY:
         await ApiKeyRepository(session).touch(row.id, now)
-    roles = dict(await GroupRepository(session).roles_of(user.id))
     principal = Principal(
         user_id=user.id,
         email=user.email,
         is_superuser=user.is_admin,
-        roles=roles,
+        roles=dict(pairs),
         group_id=row.group_id,
         key_id=row.id,
         cap=scope_cap(list(row.scopes)),
@@ -127,25 +128,43 @@ async def principal_for_key(session: AsyncSession, secret: str) -> tuple[Princip
 
 
 async def principal_for_user(
-    session: AsyncSession, user: User, *, group_id: str | None, via: str
+    session: AsyncSession,
+    user: User,
+    *,
+    group_id: str | None,
+    via: str,
+    roles: list[tuple[str, Role]] | None = None,
 ) -> Principal:
     """The principal of a signed-in person, acting in ``group_id`` (the ``X-Kasal-Group``
-    header; default: their oldest membership, their personal group unless they left it)."""
-    pairs = await GroupRepository(session).roles_of(user.id)
+    header; default: their oldest membership, their personal group unless they left it).
+    ``roles``: the user's (group, role) pairs if already read with the user."""
+    pairs = roles if roles else await GroupRepository(session).roles_of(user.id)
     if not pairs:  # accounts made before groups, or by hand: give them their own
         await GroupRepository(session).ensure_personal(user)
         pairs = await GroupRepository(session).roles_of(user.id)
-    roles = dict(pairs)
-    if group_id is not None and group_id not in roles:
+    roles_by_group = dict(pairs)
+    if group_id is not None and group_id not in roles_by_group:
         raise NotFoundError(f"group {group_id} not found")
     return Principal(
         user_id=user.id,
         email=user.email,
         is_superuser=user.is_admin,
-        roles=roles,
+        roles=roles_by_group,
         group_id=group_id or pairs[0][0],
         via=via,
     )
+
+
+async def principal_for_token(
+    session: AsyncSession, user_id: str, *, group_id: str | None
+) -> tuple[Principal, User]:
+    """The principal behind a valid access token's user id: the user and their roles read
+    in one statement; :class:`AuthError` if the user is gone or disabled."""
+    user, pairs = await GroupRepository(session).user_with_roles(user_id)
+    if user is None or not user.is_active:
+        raise AuthError("the access token is invalid")
+    principal = await principal_for_user(session, user, group_id=group_id, via="token", roles=pairs)
+    return principal, user
 
 
 # -- refresh tokens -------------------------------------------------------------------------
@@ -210,6 +229,7 @@ __all__ = [
     "issue_refresh_token",
     "looks_like_key",
     "principal_for_key",
+    "principal_for_token",
     "principal_for_user",
     "revoke_refresh_token",
     "rotate_refresh_token",

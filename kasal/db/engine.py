@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
 from sqlalchemy.pool import NullPool
@@ -38,8 +40,8 @@ def create_engine(
 
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         options.setdefault("connect_args", {}).setdefault("timeout", 30)
-    else:
-        options.setdefault("pool_pre_ping", True)
+    ping_after_idle: float | None = None
+    if not sqlite:
         if pooled:
             from kasal.settings import get_settings
 
@@ -48,8 +50,15 @@ def create_engine(
             options["max_overflow"] = (
                 settings.db_max_overflow if max_overflow is None else max_overflow
             )
+            if "pool_pre_ping" not in options and settings.db_ping_after_idle > 0:
+                ping_after_idle = settings.db_ping_after_idle
+                options["pool_pre_ping"] = False
+        options.setdefault("pool_pre_ping", True)
     engine = _create_async_engine(url, **options)
+    if ping_after_idle is not None:
+        _ping_when_idle(engine, ping_after_idle)
     if sqlite:
+        _skip_idle_transaction_ends(engine)
 
         @event.listens_for(engine.sync_engine, "connect")
         def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -60,6 +69,62 @@ def create_engine(
             cursor.close()
 
     return engine
+
+
+def _ping_when_idle(engine: AsyncEngine, seconds: float) -> None:
+    """Pre-ping a pooled connection only if it was checked in ``seconds`` ago or more.
+
+    SQLAlchemy's pre-ping runs on every checkout; asyncpg's costs BEGIN, a statement and
+    ROLLBACK, as many round trips as a whole status read. A connection returned a moment ago
+    is alive; one that sat idle (where a restarted database or a proxy's idle timeout bites)
+    is checked as before, and replaced if the check fails.
+    """
+    dialect = engine.sync_engine.dialect
+
+    @event.listens_for(engine.sync_engine, "checkin")
+    def _used(_dbapi_connection: Any, record: Any) -> None:
+        record.info["kasal_checked_in"] = time.monotonic()
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _ping(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        checked_in = record.info.get("kasal_checked_in")
+        if checked_in is None or time.monotonic() - checked_in < seconds:
+            return  # new, or in use a moment ago
+        try:
+            alive = dialect.do_ping(dbapi_connection)
+        except Exception as exc:
+            raise DisconnectionError(f"pre-ping failed: {exc}") from exc
+        if not alive:
+            raise DisconnectionError("pre-ping failed")
+
+
+def _skip_idle_transaction_ends(engine: AsyncEngine) -> None:
+    """COMMIT and ROLLBACK only when SQLite has a transaction open.
+
+    The sqlite3 driver opens one only before a write, so after reads (every GET) there is
+    nothing to end; through aiosqlite each end is still a hop to the connection's thread
+    and back, a third of a status read's database time. The check reads SQLite's own
+    autocommit flag, so a transaction however begun is still ended.
+    """
+    dialect = engine.sync_engine.dialect
+    commit, rollback = dialect.do_commit, dialect.do_rollback
+
+    def open_transaction(connection: Any) -> bool:
+        try:
+            return bool(connection.dbapi_connection._connection.in_transaction)
+        except Exception:  # closed, or not the aiosqlite adapter: end it as usual
+            return True
+
+    def do_commit(connection: Any) -> None:
+        if open_transaction(connection):
+            commit(connection)
+
+    def do_rollback(connection: Any) -> None:
+        if open_transaction(connection):
+            rollback(connection)
+
+    dialect.do_commit = do_commit  # type: ignore[method-assign,assignment]
+    dialect.do_rollback = do_rollback  # type: ignore[method-assign,assignment]
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

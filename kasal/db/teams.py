@@ -7,8 +7,9 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import defer
 
 from kasal.access import Role
 from kasal.db.models import (
@@ -27,6 +28,28 @@ from kasal.db.repositories import FINISHED, ExecutionFilter, _insert_for, _where
 from kasal.exceptions import ConflictError, NotFoundError
 
 T = TypeVar("T")
+
+
+# Statements every authenticated request (or status read) runs, built once: building a
+# select with joins and loader options costs more CPU than the compiled-statement cache saves.
+_USER_WITH_ROLES = (
+    select(User, GroupMember.group_id, GroupMember.role)
+    .outerjoin(GroupMember, GroupMember.user_id == User.id)
+    .where(User.id == bindparam("user_id"))
+    .order_by(GroupMember.created_at, GroupMember.group_id)
+)
+_KEY_WITH_USER_AND_ROLES = (
+    select(ApiKey, User, GroupMember.group_id, GroupMember.role)
+    .join(User, User.id == ApiKey.user_id)
+    .outerjoin(GroupMember, GroupMember.user_id == User.id)
+    .where(ApiKey.prefix == bindparam("prefix"))
+    .order_by(GroupMember.created_at, GroupMember.group_id)
+)
+_EXECUTION_STATUS = (
+    select(Execution)
+    .options(defer(Execution.result, raiseload=True), defer(Execution.spec, raiseload=True))
+    .where(Execution.id == bindparam("execution_id"))
+)
 
 
 class GroupRepository:
@@ -82,6 +105,14 @@ class GroupRepository:
             .order_by(GroupMember.created_at, GroupMember.group_id)
         )
         return [(g, Role.parse(r)) for g, r in (await self.session.execute(query)).all()]
+
+    async def user_with_roles(self, user_id: str) -> tuple[User | None, list[tuple[str, Role]]]:
+        """The user and their (group id, role) pairs as :meth:`roles_of` orders them, in one
+        statement (the read every authenticated request makes)."""
+        rows = (await self.session.execute(_USER_WITH_ROLES, {"user_id": user_id})).all()
+        if not rows:
+            return None, []
+        return rows[0][0], [(g, Role.parse(r)) for _, g, r in rows if g is not None]
 
     async def set_member(self, group_id: str, user_id: str, role: Role) -> str | None:
         """Add ``user_id`` to the group or change their role; the previous role, if any."""
@@ -140,6 +171,18 @@ class ApiKeyRepository:
     async def by_prefix(self, prefix: str) -> ApiKey | None:
         """The key with this prefix, if any."""
         return (await self.session.scalars(select(ApiKey).where(ApiKey.prefix == prefix))).first()
+
+    async def with_user_and_roles(
+        self, prefix: str
+    ) -> tuple[ApiKey, User, list[tuple[str, Role]]] | None:
+        """The key with this prefix, its user and the user's (group id, role) pairs (as
+        :meth:`GroupRepository.roles_of` orders them), in one statement; None if no such
+        key (or user)."""
+        rows = (await self.session.execute(_KEY_WITH_USER_AND_ROLES, {"prefix": prefix})).all()
+        if not rows:
+            return None
+        pairs = [(g, Role.parse(r)) for _, _, g, r in rows if g is not None]
+        return rows[0][0], rows[0][1], pairs
 
     async def of_user(self, user_id: str) -> Sequence[ApiKey]:
         """The user's keys, newest first."""
@@ -260,9 +303,14 @@ class SharedRows:
         """The crew with this id, whoever's it is."""
         return await self.session.get(Crew, crew_id)
 
-    async def execution(self, execution_id: str) -> Execution | None:
-        """The execution with this id, whoever's it is."""
-        return await self.session.get(Execution, execution_id)
+    async def execution(self, execution_id: str, *, status_only: bool = False) -> Execution | None:
+        """The execution with this id, whoever's it is. ``status_only`` leaves out the
+        columns a status read does not need (``result``, which can be large, and ``spec``):
+        reading them then raises rather than loading them behind the caller's back."""
+        if not status_only:
+            return await self.session.get(Execution, execution_id)
+        found = await self.session.execute(_EXECUTION_STATUS, {"execution_id": execution_id})
+        return found.scalar_one_or_none()
 
     async def page(
         self,

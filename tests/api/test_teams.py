@@ -357,6 +357,9 @@ async def test_a_group_runs_at_most_its_quota_of_executions(settings, worker):
         assert (await client.post(EXECUTIONS, json=slow, headers=bob)).status_code == 202
         first_id = first.json()["execution_id"]
         await wait_for_status(client, alice, first_id, {"completed"})
+        # The workflow reports "completed" before its record activity writes the row, and
+        # until then it runs (and holds the slot): a faster status read sees that window.
+        await wait_for_record(app, first_id)
         again = await client.post(EXECUTIONS, json=slow, headers=alice)
         assert again.status_code == 202, again.text
         # A replay is a new execution of the group: the quota holds for it too.
