@@ -811,8 +811,11 @@ class AttemptWatch:
     attempt, a worker with 1,000 attempts in flight made 500 queries a second.)
     """
 
-    def __init__(self, store: JournalStore) -> None:
+    def __init__(self, store: JournalStore, heartbeats_per_second: float | None = None) -> None:
         self.store = store
+        #: Heartbeats a second the worker's running attempts send together, at most (None:
+        #: each beats as often as it likes).
+        self.heartbeats_per_second = heartbeats_per_second
         self._running: dict[AttemptKey, TaskObserver] = {}
         self._round: asyncio.Future[None] | None = None
         self._round_began = float("-inf")
@@ -824,6 +827,18 @@ class AttemptWatch:
         self._running[observer.key] = observer
         if self._watching is None or self._watching.done():
             self._watching = asyncio.get_running_loop().create_task(self._watch())
+
+    def beat_every(self, fastest: float, slowest: float) -> float:
+        """Seconds between an attempt's heartbeats: ``fastest`` while few attempts run; with
+        many, as slow as the worker's heartbeat budget needs, never slower than ``slowest``.
+
+        Every heartbeat is a write on the Temporal server: a thousand attempts beating each
+        second (all waiting on providers) kept a dev server too busy to record them in time,
+        and it timed live attempts out. A cancel then takes up to ``slowest`` to arrive.
+        """
+        if not self.heartbeats_per_second:
+            return fastest
+        return max(fastest, min(slowest, len(self._running) / self.heartbeats_per_second))
 
     def forget(self, observer: TaskObserver) -> None:
         if self._running.get(observer.key) is observer:
@@ -924,9 +939,10 @@ async def run_observed(
     async def send(batch: ActivityEventsInput) -> None:
         await handle.signal(EVENTS_SIGNAL, batch)
 
-    every = HEARTBEAT_EVERY
+    every = slowest = HEARTBEAT_EVERY
     if info.heartbeat_timeout:
-        every = min(every, max(info.heartbeat_timeout.total_seconds() / 3, 0.1))
+        slowest = max(info.heartbeat_timeout.total_seconds() / 3, 0.1)
+        every = min(every, slowest)
     observer: TaskObserver | None = None
 
     async def beat() -> None:
@@ -934,7 +950,7 @@ async def run_observed(
         # times an attempt's heartbeat out from its start all the same. A task done within
         # ``every`` sends none; a 1 s provider call, one instead of two.
         while True:
-            await asyncio.sleep(every)
+            await asyncio.sleep(watch.beat_every(every, slowest))
             activity.heartbeat(observer.calls if observer is not None else 0)
 
     heart = asyncio.create_task(beat())

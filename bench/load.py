@@ -184,7 +184,12 @@ def top_frames(collapsed: Path, limit: int = 25) -> str:
 
 
 async def main(
-    counts: list[int], latency: float, tasks: int, profile: Path | None, throttle: float | None
+    counts: list[int],
+    latency: float,
+    tasks: int,
+    profile: Path | None,
+    throttle: float | None,
+    crewai: bool = True,
 ) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         server = await EmbeddedTemporal(Path(tmp), port=free_port(), ui_port=None).start()
@@ -261,7 +266,7 @@ async def main(
                     rounds = [
                         await measure("bare", count, start_bare, bare.pid, server.process.pid),
                     ]
-                    plain = await plain_crewai(base_url, count, tasks)
+                    plain = await plain_crewai(base_url, count, tasks) if crewai else None
                     if plain is not None:
                         rounds.append(plain)
                     before = await requests()
@@ -314,6 +319,18 @@ if __name__ == "__main__":
         type=float,
         help="the Kasal worker's KASAL_HEARTBEAT_THROTTLE_SECONDS (default: its own, 1 s)",
     )
+    parser.add_argument(
+        "--no-crewai", action="store_true", help="skip the plain-CrewAI round (it is slow)"
+    )
     args = parser.parse_args()
     counts = [int(c) for c in args.crews.split(",")]
-    asyncio.run(main(counts, args.latency, args.tasks, args.profile, args.heartbeat_throttle))
+    asyncio.run(
+        main(
+            counts,
+            args.latency,
+            args.tasks,
+            args.profile,
+            args.heartbeat_throttle,
+            not args.no_crewai,
+        )
+    )

@@ -62,6 +62,10 @@ class Settings(BaseSettings):
     #: is a write on the server: with thousands of long calls in flight, a few seconds
     #: here spares the server most of its work for a slower stop.
     heartbeat_throttle_seconds: float = Field(default=1.0, gt=0)
+    #: Heartbeats a second one worker's running tasks send together, at most: with more
+    #: tasks running, each beats less often (down to a third of its heartbeat timeout),
+    #: so a thousand tasks in flight do not swamp the Temporal server. 0: no budget.
+    heartbeats_per_second: float = Field(default=100.0, ge=0)
     #: Running executions a worker keeps in memory between their workflow tasks (Temporal's
     #: sticky cache, about 0.25 MB each); beyond it the least recently used is evicted and
     #: replayed from its history when its next event arrives: CPU instead of memory.

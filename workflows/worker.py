@@ -232,6 +232,7 @@ def build_worker(
         blobs=BlobStore(sessions),
         memory=MemoryStore(sessions),
         slots=ComputeSlots(settings.compute_slots),
+        heartbeats_per_second=settings.heartbeats_per_second,
     )
     persistence = PersistenceActivities(sessions, journal)
     operations = OperationsActivities(sessions, settings)

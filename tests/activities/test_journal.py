@@ -229,6 +229,27 @@ async def test_attempts_compute_in_turns_and_wait_on_providers_all_at_once(store
     blocker.give_back()
 
 
+async def test_many_running_attempts_share_a_heartbeat_budget(store):
+    """Each heartbeat is a write on the Temporal server: past the worker's budget its
+    attempts beat less often, never less than three times per heartbeat timeout."""
+    watch = AttemptWatch(store, heartbeats_per_second=100)
+    assert watch.beat_every(0.5, 3.0) == 0.5  # nothing running yet
+    observers = []
+    for n in range(1000):
+        observer, _ = await observer_for(store)
+        observer.key = AttemptKey("wf-1", "run-1", f"t{n}", 1)
+        observers.append(observer)
+    for observer in observers[:200]:
+        watch.watch(observer)
+    assert watch.beat_every(0.5, 3.0) == 2.0  # 200 attempts x 1 every 2 s = 100 a second
+    for observer in observers[200:]:
+        watch.watch(observer)
+    assert watch.beat_every(0.5, 3.0) == 3.0  # the heartbeat timeout still holds
+    assert AttemptWatch(store).beat_every(0.5, 3.0) == 0.5  # no budget
+    for observer in observers:
+        watch.forget(observer)
+
+
 async def test_an_answer_that_arrives_after_the_cancel_is_dropped(store):
     observer, sent = await observer_for(store)
     await in_thread(observer.before_call, MESSAGES)
