@@ -20,6 +20,7 @@ and every tool use through :class:`ObservedTool`; both report to the attempt's
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import contextlib
 import contextvars
@@ -64,8 +65,6 @@ JOURNAL_TIMEOUT = 60.0
 STALE_CHECK_EVERY = 2.0
 #: Before paying for a call, the journal is asked again if its last word is older than this.
 FRESH_FOR = 1.0
-#: How often an attempt waiting for a compute slot looks whether it must stop.
-SLOT_POLL = 0.5
 #: Characters of prompt, response or tool output a span carries when content capture is on.
 CONTENT_LIMIT = 4000
 
@@ -186,24 +185,61 @@ class ComputeSlots:
 
     Thousands of attempts wait on providers; only the few computing need the interpreter,
     and each holds a slot while it does (none while it waits on a call or a tool). Past
-    the slots, attempts queue here in order instead of a thousand threads fighting for the
-    GIL, which starves the event loop that sends their heartbeats (a late heartbeat times
-    a live attempt out and pays for its call again).
+    the slots, attempts queue here in order (each blocked on an event of its own: no
+    polling) instead of a thousand threads fighting for the GIL, which starves the event
+    loop that sends their heartbeats (a late heartbeat times a live attempt out and pays
+    for its call again).
     """
 
     def __init__(self, slots: int) -> None:
-        self._free = threading.Semaphore(slots)
+        self._lock = threading.Lock()
+        self._free = slots
+        self._queue: collections.deque[_Turn] = collections.deque()
 
     def holder(self, observer: LLMObserver) -> SlotHolder:
-        return SlotHolder(self._free, observer)
+        return SlotHolder(self, observer)
+
+    def acquire(self, stop: concurrent.futures.Future[None] | None) -> bool:
+        """A slot (True), or False once ``stop`` is done first."""
+        with self._lock:
+            if self._free > 0 and not self._queue:
+                self._free -= 1
+                return True
+            turn = _Turn()
+            self._queue.append(turn)
+        if stop is not None:
+            stop.add_done_callback(lambda _: turn.set())
+        turn.wait()
+        with self._lock:
+            if turn.granted:
+                return True
+            with contextlib.suppress(ValueError):
+                self._queue.remove(turn)
+            return False
+
+    def release(self) -> None:
+        with self._lock:
+            while self._queue:
+                turn = self._queue.popleft()
+                if not turn.is_set():  # set already: it stopped waiting
+                    turn.granted = True
+                    turn.set()
+                    return
+            self._free += 1
+
+
+class _Turn(threading.Event):
+    """One attempt's place in the queue for a slot."""
+
+    granted = False
 
 
 class SlotHolder:
     """One attempt's slot: taken to compute, given back around each wait. Calls that the
     attempt makes at once (CrewAI's parallel tools) share it."""
 
-    def __init__(self, free: threading.Semaphore, observer: LLMObserver) -> None:
-        self._free = free
+    def __init__(self, slots: ComputeSlots, observer: LLMObserver) -> None:
+        self._slots = slots
         self._observer = observer
         self._lock = threading.Lock()
         self._held = False
@@ -211,8 +247,8 @@ class SlotHolder:
 
     def take(self) -> None:
         """Wait for a slot; stops waiting (raising) once the attempt must stop."""
-        while not self._free.acquire(timeout=SLOT_POLL):
-            self._observer.check()
+        if not self._slots.acquire(self._observer.stop_signal()):
+            self._observer.check()  # raises: the attempt stopped
         with self._lock:
             self._held = True
 
@@ -220,7 +256,7 @@ class SlotHolder:
         with self._lock:
             held, self._held = self._held, False
         if held:
-            self._free.release()
+            self._slots.release()
 
     @contextlib.contextmanager
     def waiting(self) -> Iterator[None]:
@@ -230,7 +266,7 @@ class SlotHolder:
             if release:
                 self._held = False
         if release:
-            self._free.release()
+            self._slots.release()
         try:
             yield
         finally:
