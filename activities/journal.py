@@ -962,7 +962,7 @@ async def run_observed(
 ) -> Observed:
     """Run ``work`` in a thread as one observed attempt of the calling activity.
 
-    Heartbeats (from half a second on), journals and replays calls, sends events, stops on
+    Heartbeats (within the worker's budget), journals and replays calls, sends events, stops on
     cancellation (within about a heartbeat) or when superseded, maps errors to retryable or
     not. Waiting costs no CPU: the thread blocks on its provider call and this coroutine on
     the thread; the worker's :class:`AttemptWatch` looks for newer attempts for all of them.
@@ -982,12 +982,12 @@ async def run_observed(
     observer: TaskObserver | None = None
 
     async def beat() -> None:
-        # Not at once: every heartbeat is a write on the Temporal server, and the server
-        # times an attempt's heartbeat out from its start all the same. A task done within
-        # ``every`` sends none; a 1 s provider call, one instead of two.
+        # At once, then as the budget allows: the server times the heartbeat out from the
+        # attempt's start, and a worker busy starting a thousand attempts may take seconds
+        # to come back to this one.
         while True:
-            await asyncio.sleep(watch.beat_every(every, slowest))
             activity.heartbeat(observer.calls if observer is not None else 0)
+            await asyncio.sleep(watch.beat_every(every, slowest))
 
     heart = asyncio.create_task(beat())
     attempt = info.attempt
