@@ -879,6 +879,9 @@ class AttemptWatch:
     def forget(self, observer: TaskObserver) -> None:
         if self._running.get(observer.key) is observer:
             del self._running[observer.key]
+        if not self._running and self._watching is not None:
+            self._watching.cancel()  # nothing to watch: no task left pending at shutdown
+            self._watching = None
 
     async def refresh(self) -> None:
         """A round that began at most :data:`FRESH_FOR` ago, or a new one; its failure
