@@ -985,12 +985,11 @@ async def run_observed(
     observer: TaskObserver | None = None
 
     async def beat() -> None:
-        # Not at once: every heartbeat is a write on the Temporal server, and the server
-        # times an attempt's heartbeat out from its start all the same (the first comes
-        # within a third of the timeout). A task done within ``every`` sends none.
+        # At once, then as the worker's budget allows: with a short heartbeat timeout, a
+        # worker busy taking over a dead one's crews must not leave the server waiting.
         while True:
-            await asyncio.sleep(watch.beat_every(every, slowest))
             activity.heartbeat(observer.calls if observer is not None else 0)
+            await asyncio.sleep(watch.beat_every(every, slowest))
 
     heart = asyncio.create_task(beat())
     attempt = info.attempt
