@@ -45,23 +45,6 @@ PASSTHROUGH = (
 )
 
 
-def compile_workflow_modules() -> None:
-    """Write the bytecode of the workflow modules if it is missing or stale.
-
-    The sandbox imports the workflow modules afresh for every workflow run it starts. With
-    no bytecode on disk (``PYTHONDONTWRITEBYTECODE``, set in most container images) each of
-    those imports compiles the source again: measured 10% of a loaded worker's CPU
-    (``bench/load.py --profile``). Compiled once here; a read-only tree goes without.
-    """
-    import compileall
-    from pathlib import Path
-
-    try:
-        compileall.compile_dir(str(Path(__file__).parent), maxlevels=0, quiet=2)
-    except Exception as exc:  # a read-only install: slower workflow starts, nothing worse
-        log.debug("workflow modules not compiled: %s", exc)
-
-
 #: Packages whose modules the sandbox re-imports for every workflow run: their code objects
 #: are unmarshalled once per process and shared (see :class:`SharedCodeFinder`).
 SHARED_CODE_PACKAGES = ("workflows",)
@@ -217,7 +200,6 @@ def build_worker(
     from kasal.tools import load_tool_modules
 
     settings = settings or get_settings()
-    compile_workflow_modules()
     load_tool_modules(settings.tool_modules)
     if settings.projects:
         from kasal.project import load_project

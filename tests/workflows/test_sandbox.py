@@ -54,27 +54,6 @@ async def test_a_clock_read_in_workflow_code_is_caught(temporal_client):
     )
 
 
-def test_workflow_modules_have_bytecode_for_the_sandbox(tmp_path, monkeypatch):
-    """The sandbox imports the workflow modules for every run: without bytecode on disk
-    (PYTHONDONTWRITEBYTECODE) each import would compile them from source again."""
-    import importlib.util
-    import shutil
-    from pathlib import Path
-
-    import workflows.worker as worker_module
-
-    copy = tmp_path / "workflows"
-    shutil.copytree(
-        Path(worker_module.__file__).parent, copy, ignore=shutil.ignore_patterns("__pycache__")
-    )
-    monkeypatch.setattr(worker_module, "__file__", str(copy / "worker.py"))
-    source = copy / "crew_workflow.py"
-    cached = Path(importlib.util.cache_from_source(str(source)))
-    assert not cached.exists()
-    worker_module.compile_workflow_modules()
-    assert cached.exists() and cached.stat().st_mtime >= source.stat().st_mtime
-
-
 async def test_shared_code_is_still_checked_by_the_sandbox(temporal_client):
     """A workflow module whose code objects are shared between runs is still executed, and
     its calls checked, afresh in every run's sandbox."""
