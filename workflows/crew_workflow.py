@@ -823,19 +823,10 @@ class CrewWorkflow:
         local = workflow.patched(LOCAL_RECORD_PATCH)
         if local:
             record.events = list(self._book.events)
+        execute: Any = workflow.execute_local_activity if local else workflow.execute_activity
         for _ in range(2):
             try:
-                if local:
-                    await workflow.execute_local_activity(
-                        RECORD_EXECUTION,
-                        record,
-                        start_to_close_timeout=timedelta(seconds=60),
-                        schedule_to_close_timeout=timedelta(hours=1),
-                        retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=30)),
-                        summary="record execution",
-                    )
-                    return
-                await workflow.execute_activity(
+                await execute(
                     RECORD_EXECUTION,
                     record,
                     start_to_close_timeout=timedelta(seconds=60),

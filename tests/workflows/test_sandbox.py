@@ -31,56 +31,41 @@ def test_workflow_modules_are_not_passed_through():
     assert not {"kasal", "activities", "workflows"} & set(PASSTHROUGH)
 
 
-async def test_a_clock_read_in_workflow_code_is_caught(temporal_client):
-    """Run with Kasal's sandbox settings, ``datetime.now()`` fails the workflow task."""
+async def clock_read_fails(client, runs: int = 1) -> None:
+    """Run ``ClockReadingWorkflow`` ``runs`` times with Kasal's sandbox settings: each run's
+    ``datetime.now()`` must fail its workflow task."""
     queue = f"sandbox-{uuid.uuid4().hex[:8]}"
     async with Worker(
-        temporal_client,
+        client,
         task_queue=queue,
         workflows=[ClockReadingWorkflow],
         workflow_runner=workflow_runner(),
         workflow_failure_exception_types=[Exception],
     ):
-        with pytest.raises(WorkflowFailureError) as failure:
-            await asyncio.wait_for(
-                temporal_client.execute_workflow(
-                    ClockReadingWorkflow.run, id=f"clock-{uuid.uuid4()}", task_queue=queue
-                ),
-                30,
+        for _ in range(runs):
+            with pytest.raises(WorkflowFailureError) as failure:
+                await asyncio.wait_for(
+                    client.execute_workflow(
+                        ClockReadingWorkflow.run, id=f"clock-{uuid.uuid4()}", task_queue=queue
+                    ),
+                    30,
+                )
+            cause = failure.value.cause
+            assert "RestrictedWorkflowAccessError" in repr(cause) or (
+                "restricted" in str(cause).lower()
             )
-    assert (
-        "RestrictedWorkflowAccessError" in repr(failure.value.cause)
-        or "restricted" in str(failure.value.cause).lower()
-    )
+
+
+async def test_a_clock_read_in_workflow_code_is_caught(temporal_client):
+    await clock_read_fails(temporal_client)
 
 
 async def test_shared_code_is_still_checked_by_the_sandbox(temporal_client):
     """A workflow module whose code objects are shared between runs is still executed, and
     its calls checked, afresh in every run's sandbox."""
     share_workflow_code(("tests.workflows",))
-    queue = f"sandbox-{uuid.uuid4().hex[:8]}"
     try:
-        async with Worker(
-            temporal_client,
-            task_queue=queue,
-            workflows=[ClockReadingWorkflow],
-            workflow_runner=workflow_runner(),
-            workflow_failure_exception_types=[Exception],
-        ):
-            for _ in range(2):  # the second run gets the shared code
-                with pytest.raises(WorkflowFailureError) as failure:
-                    await asyncio.wait_for(
-                        temporal_client.execute_workflow(
-                            ClockReadingWorkflow.run,
-                            id=f"clock-{uuid.uuid4()}",
-                            task_queue=queue,
-                        ),
-                        30,
-                    )
-                cause = failure.value.cause
-                assert "RestrictedWorkflowAccessError" in repr(cause) or (
-                    "restricted" in str(cause).lower()
-                )
+        await clock_read_fails(temporal_client, runs=2)  # the second run gets the shared code
     finally:  # test modules are pytest's to load (assertion rewriting)
         sys.meta_path[:] = [
             f
