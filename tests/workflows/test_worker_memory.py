@@ -22,3 +22,28 @@ async def test_more_running_executions_than_cached_workflows_all_finish(
         ]
         results = await asyncio.wait_for(asyncio.gather(*(h.result() for h in handles)), 120)
     assert all(len(r.tasks) == 3 and not r.stopped for r in results)
+
+
+async def test_the_scale_settings_reach_the_worker(temporal_client, task_queue, settings):
+    """The heartbeat throttle, the heartbeat budget and the compute slots of a worker are
+    the ones its settings give."""
+    from kasal.db.engine import create_engine, session_factory
+    from workflows.worker import build_worker
+
+    tuned = settings.model_copy(
+        update={
+            "heartbeat_throttle_seconds": 7.0,
+            "heartbeats_per_second": 12.0,
+            "compute_slots": 3,
+        }
+    )
+    engine = create_engine(tuned.resolved_database_url())
+    try:
+        worker = build_worker(temporal_client, task_queue, session_factory(engine), settings=tuned)
+        config = worker.config()
+        assert config["max_heartbeat_throttle_interval"].total_seconds() == 7.0
+        crew_activities = config["activities"][0].__self__
+        assert crew_activities._watch.heartbeats_per_second == 12.0
+        assert crew_activities._slots._free == 3
+    finally:
+        await engine.dispose()
