@@ -16,9 +16,17 @@ from types import CodeType, ModuleType
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio.bridge.proto.workflow_activation import WorkflowActivation
+from temporalio.bridge.proto.workflow_completion import WorkflowActivationCompletion
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.worker import (
+    Worker,
+    WorkflowInstance,
+    WorkflowInstanceDetails,
+    WorkflowRunner,
+)
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+from temporalio.workflow import Info, _Definition
 
 from kasal.db.journal import JournalStore
 from kasal.settings import Settings, get_settings
@@ -106,13 +114,95 @@ def share_workflow_code(packages: Sequence[str] = SHARED_CODE_PACKAGES) -> None:
     sys.meta_path.insert(0, SharedCodeFinder(packages))
 
 
-def workflow_runner() -> SandboxedWorkflowRunner:
+class _CreationLoop(asyncio.AbstractEventLoop):
+    """The running loop while a workflow instance is created off the worker's loop: only a
+    place the SDK keeps the instance's runtime during its interceptors' set-up."""
+
+
+class _DeferredInstance(WorkflowInstance):
+    """A workflow instance created by its first activation, on the activation's thread.
+
+    The SDK creates a new workflow's instance on the worker's event loop, and a sandboxed
+    one takes milliseconds (a fresh import of the workflow modules). With hundreds of crews
+    starting at once that held the loop for tens of seconds: running activities' heartbeats
+    and starts waited behind it, and attempts the server had handed out timed out
+    (heartbeat timeouts on a healthy worker). Activations already run on the SDK's
+    workflow-task threads, within its deadlock timeout; creating the instance there too
+    leaves the loop free. What the instance does is unchanged.
+    """
+
+    def __init__(self, runner: WorkflowRunner, details: WorkflowInstanceDetails) -> None:
+        self._runner = runner
+        self._details = details
+        self._instance: WorkflowInstance | None = None
+        self._creating_thread: int | None = None
+
+    def _created(self) -> WorkflowInstance:
+        if self._instance is None:
+            # The SDK activates one workflow on one thread at a time: no lock needed.
+            self._creating_thread = threading.get_ident()
+            # The SDK's instance sets itself on the running loop while its interceptors are
+            # made (so they may read ``workflow.info()``), as it would on the worker's loop;
+            # this thread has none: a placeholder stands in, as the SDK's own instance
+            # stands in while it activates.
+            outer = asyncio._get_running_loop()
+            asyncio._set_running_loop(_CreationLoop())  # type: ignore[abstract]
+            try:
+                self._instance = self._runner.create_instance(self._details)
+            finally:
+                asyncio._set_running_loop(outer)
+                self._creating_thread = None
+        return self._instance
+
+    def activate(self, act: WorkflowActivation) -> WorkflowActivationCompletion:
+        return self._created().activate(act)
+
+    def get_serialization_context(self, command_info: Any) -> Any:
+        return self._created().get_serialization_context(command_info)
+
+    def get_external_store_context(self, command_info: Any) -> Any:
+        return self._created().get_external_store_context(command_info)
+
+    def get_info(self) -> Info:
+        return self._details.info
+
+    def get_thread_id(self) -> int | None:
+        if self._instance is None:
+            return self._creating_thread
+        return self._instance.get_thread_id()
+
+
+class DeferredRunner(WorkflowRunner):
+    """``runner``, its instances created off the event loop (see :class:`_DeferredInstance`)."""
+
+    def __init__(self, runner: WorkflowRunner) -> None:
+        self.runner = runner
+
+    def prepare_workflow(self, defn: _Definition) -> None:
+        self.runner.prepare_workflow(defn)
+
+    def create_instance(self, det: WorkflowInstanceDetails) -> WorkflowInstance:
+        return _DeferredInstance(self.runner, det)
+
+    def set_worker_level_failure_exception_types(
+        self, types: Sequence[type[BaseException]]
+    ) -> None:
+        self.runner.set_worker_level_failure_exception_types(types)
+
+
+def sandbox_runner() -> SandboxedWorkflowRunner:
     """The sandbox, with Kasal's data modules passed through (and the workflow modules'
     code objects shared between runs, their execution not)."""
     share_workflow_code()
     return SandboxedWorkflowRunner(
         restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH)
     )
+
+
+def workflow_runner() -> DeferredRunner:
+    """The runner Kasal's workers and replays use: the sandbox of :func:`sandbox_runner`,
+    each instance created on its first activation's thread, not the event loop."""
+    return DeferredRunner(sandbox_runner())
 
 
 async def prepare_database(settings: Settings) -> None:

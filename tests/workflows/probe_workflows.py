@@ -38,3 +38,12 @@ class ClockReadingWorkflow:
     @workflow.run
     async def run(self) -> str:
         return datetime.now().isoformat()
+
+
+@workflow.defn(name="EchoWorkflow")
+class EchoWorkflow:
+    """Returns its input: a workflow that follows the rules, and nothing else."""
+
+    @workflow.run
+    async def run(self, text: str) -> str:
+        return text

@@ -4,25 +4,29 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import threading
+import time
 import uuid
 
 import pytest
 from temporalio.client import WorkflowFailureError
-from temporalio.worker import Worker
+from temporalio.worker import Worker, WorkflowInstance, WorkflowInstanceDetails
 from temporalio.worker.workflow_sandbox._importer import Importer
 
-from tests.workflows.probe_workflows import ClockReadingWorkflow
+from tests.workflows.probe_workflows import ClockReadingWorkflow, EchoWorkflow
 from workflows.worker import (
     PASSTHROUGH,
+    DeferredRunner,
     SharedCodeFinder,
     _SharedCodeLoader,
+    sandbox_runner,
     share_workflow_code,
     workflow_runner,
 )
 
 
 def test_workflow_modules_are_not_passed_through():
-    importer = Importer(workflow_runner().restrictions, None)  # type: ignore[arg-type]
+    importer = Importer(sandbox_runner().restrictions, None)  # type: ignore[arg-type]
     for module in ("workflows.crew_workflow", "workflows.bookkeeping", "workflows.worker"):
         assert not importer.module_configured_passthrough(module), module
     for module in ("kasal.spec", "kasal.execution", "activities.models", "kasal.signing"):
@@ -81,3 +85,68 @@ def test_shared_code_loader_is_installed_once():
     share_workflow_code()
     finders = [f for f in sys.meta_path if isinstance(f, SharedCodeFinder)]
     assert sum("workflows" in f.packages for f in finders) == 1
+
+
+class _SlowSandbox(type(sandbox_runner())):  # type: ignore[misc]
+    """Kasal's sandbox, each instance taking ``delay`` s to create (a heavy workflow module
+    under load) and noting the thread that created it."""
+
+    delay = 0.4
+
+    def __init__(self) -> None:
+        super().__init__(restrictions=sandbox_runner().restrictions)
+        object.__setattr__(self, "threads", [])
+
+    def create_instance(self, det: WorkflowInstanceDetails) -> WorkflowInstance:
+        self.threads.append(threading.get_ident())  # type: ignore[attr-defined]
+        time.sleep(self.delay)
+        return super().create_instance(det)
+
+
+async def test_workflow_instances_are_created_off_the_event_loop(temporal_client):
+    """Creating a sandboxed instance takes milliseconds; the SDK does it on the worker's event
+    loop, where with hundreds of crews starting at once it starved running activities of
+    their heartbeats. Kasal's runner creates each on its first activation's thread: the loop
+    keeps ticking while instances are made, and the workflows still run in the sandbox."""
+    sandbox = _SlowSandbox()
+    queue = f"deferred-{uuid.uuid4().hex[:8]}"
+    loop_thread = threading.get_ident()
+    lags: list[float] = []
+
+    async def tick() -> None:
+        while True:
+            before = time.monotonic()
+            await asyncio.sleep(0.01)
+            lags.append(time.monotonic() - before - 0.01)
+
+    async with Worker(
+        temporal_client,
+        task_queue=queue,
+        workflows=[EchoWorkflow],
+        workflow_runner=DeferredRunner(sandbox),
+        max_concurrent_workflow_tasks=4,
+    ):
+        sandbox.threads.clear()  # the one the worker's start made, checking the definition
+        ticker = asyncio.create_task(tick())
+        try:
+            results = await asyncio.wait_for(
+                asyncio.gather(
+                    *(
+                        temporal_client.execute_workflow(
+                            EchoWorkflow.run,
+                            f"run {i}",
+                            id=f"echo-{uuid.uuid4()}",
+                            task_queue=queue,
+                        )
+                        for i in range(4)
+                    )
+                ),
+                30,
+            )
+        finally:
+            ticker.cancel()
+    assert results == [f"run {i}" for i in range(4)]
+    assert len(sandbox.threads) == 4
+    assert loop_thread not in sandbox.threads
+    # On the loop, four instances would have stopped it for 0.4 s each.
+    assert max(lags) < sandbox.delay / 2, max(lags)
