@@ -41,15 +41,23 @@ def create_engine(
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         options.setdefault("connect_args", {}).setdefault("timeout", 30)
     ping_after_idle: float | None = None
+    in_memory = sqlite and parsed.database in (None, "", ":memory:")
+    if pooled and not in_memory:
+        from kasal.settings import get_settings
+
+        settings = get_settings()
+        size = settings.db_pool_size if pool_size is None else pool_size
+        overflow = settings.db_max_overflow if max_overflow is None else max_overflow
+        if sqlite:
+            # Every aiosqlite connection is a thread of its own: an overflow connection,
+            # opened for a burst and closed after it, started a thread (and ran the
+            # pragmas) per session; with 200 crews finishing at once, 4% of the worker's
+            # CPU. A file's connections are cheap to keep: as many as before, all kept.
+            size, overflow = size + overflow, 0
+        options["pool_size"] = size
+        options["max_overflow"] = overflow
     if not sqlite:
         if pooled:
-            from kasal.settings import get_settings
-
-            settings = get_settings()
-            options["pool_size"] = settings.db_pool_size if pool_size is None else pool_size
-            options["max_overflow"] = (
-                settings.db_max_overflow if max_overflow is None else max_overflow
-            )
             if "pool_pre_ping" not in options and settings.db_ping_after_idle > 0:
                 ping_after_idle = settings.db_ping_after_idle
                 options["pool_pre_ping"] = False

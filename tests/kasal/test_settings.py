@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from kasal.db.engine import create_engine
@@ -80,6 +82,36 @@ async def test_the_pool_size_is_configurable(clean_env):
         assert explicit.pool.size() == 2  # type: ignore[attr-defined]
     finally:
         await explicit.dispose()
+
+
+async def test_a_sqlite_file_keeps_every_connection_a_burst_opened(clean_env, tmp_path):
+    """Each aiosqlite connection is a thread: a burst of sessions must not open and close
+    connections (a thread and the pragmas each) every time it comes back."""
+    from sqlalchemy import event, text
+
+    clean_env.setenv("KASAL_DB_POOL_SIZE", "3")
+    clean_env.setenv("KASAL_DB_MAX_OVERFLOW", "5")
+    get_settings.cache_clear()
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'burst.db'}")
+    opened: list[object] = []
+    event.listen(engine.sync_engine, "connect", lambda conn, _record: opened.append(conn))
+
+    async def burst() -> None:
+        async def one() -> None:
+            async with engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+                await asyncio.sleep(0.05)  # all eight held at once
+
+        await asyncio.gather(*(one() for _ in range(8)))
+
+    try:
+        await burst()
+        assert len(opened) == 8  # as many at once as the settings allow (3 + 5)
+        await burst()
+        await burst()
+        assert len(opened) == 8, "a later burst opened connections again"
+    finally:
+        await engine.dispose()
 
 
 def test_the_owner_defaults_to_the_os_user_and_is_overridable(clean_env):
