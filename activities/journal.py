@@ -195,6 +195,20 @@ class ComputeSlots:
         self._lock = threading.Lock()
         self._free = slots
         self._queue: collections.deque[_Turn] = collections.deque()
+        #: Attempts waiting on a provider or a tool now (see :class:`ActivityAdmission`).
+        self.waiting = 0
+        #: Called (from the attempt's thread) when an attempt starts such a wait.
+        self.on_wait: Callable[[], None] | None = None
+
+    def wait_began(self) -> None:
+        with self._lock:
+            self.waiting += 1
+        if self.on_wait is not None:
+            self.on_wait()
+
+    def wait_ended(self) -> None:
+        with self._lock:
+            self.waiting -= 1
 
     def holder(self, observer: LLMObserver) -> SlotHolder:
         return SlotHolder(self, observer)
@@ -262,17 +276,23 @@ class SlotHolder:
     def waiting(self) -> Iterator[None]:
         with self._lock:
             self._waits += 1
-            release = self._held and self._waits == 1
+            first = self._waits == 1
+            release = self._held and first
             if release:
                 self._held = False
         if release:
             self._slots.release()
+        if first:
+            self._slots.wait_began()
         try:
             yield
         finally:
             with self._lock:
                 self._waits -= 1
-                again = self._waits == 0 and not self._held
+                last = self._waits == 0
+                again = last and not self._held
+            if last:
+                self._slots.wait_ended()
             if again:
                 self.take()
 

@@ -57,6 +57,12 @@ class Settings(BaseSettings):
     #: a tool, or here): past a few, more threads only fight over the GIL and starve the
     #: event loop that sends heartbeats.
     compute_slots: int = Field(default=4, ge=1)
+    #: Task attempts that may be computing or waiting for a compute slot before the worker
+    #: stops taking new tasks from Temporal (attempts waiting on a provider or a tool do
+    #: not count: I/O-bound crews still fill ``max_concurrent_activities``). Tasks past it
+    #: wait in the task queue, not started, not heartbeating, free for any other worker.
+    #: 0: no such limit (every slot up to ``max_concurrent_activities`` is taken at once).
+    compute_backlog: int = Field(default=16, ge=0)
     #: Most seconds between two heartbeats of a running task reaching the Temporal server:
     #: how soon a cancel or stop reaches a task in the middle of a provider call. Each one
     #: is a write on the server: with thousands of long calls in flight, a few seconds

@@ -20,7 +20,9 @@ from temporalio.bridge.proto.workflow_activation import WorkflowActivation
 from temporalio.bridge.proto.workflow_completion import WorkflowActivationCompletion
 from temporalio.client import Client
 from temporalio.worker import (
+    FixedSizeSlotSupplier,
     Worker,
+    WorkerTuner,
     WorkflowInstance,
     WorkflowInstanceDetails,
     WorkflowRunner,
@@ -34,6 +36,9 @@ from workflows.crew_workflow import CrewWorkflow
 from workflows.operations import RetentionWorkflow, ScheduledCrewRun, WebhookDeliveryWorkflow
 
 log = logging.getLogger(__name__)
+
+#: The SDK's default for local activities (Kasal's record of an execution runs as one).
+LOCAL_ACTIVITY_SLOTS = 100
 
 #: Modules the sandbox shares instead of re-importing per run: only the data modules the
 #: workflow carries (deterministic; re-importing them costs 0.5-1 s per workflow run), the
@@ -280,6 +285,7 @@ def build_worker(
     ``sessions`` reach the app database: the journal of paid calls (``journal``, by
     default in the same database), blobs, the record.
     """
+    from activities.admission import ActivityAdmission
     from activities.crew_activities import CrewActivities
     from activities.journal import ComputeSlots
     from activities.operations import OperationsActivities
@@ -298,12 +304,13 @@ def build_worker(
             load_project(path)  # their crews are built from their code, per task
     signing.configure(settings.resolved_worker_secret())
     journal = journal or JournalStore(sessions)
+    slots = ComputeSlots(settings.compute_slots)
     activities = CrewActivities(
         journal,
         executor=executor,
         blobs=BlobStore(sessions),
         memory=MemoryStore(sessions),
-        slots=ComputeSlots(settings.compute_slots),
+        slots=slots,
         heartbeats_per_second=settings.heartbeats_per_second,
     )
     persistence = PersistenceActivities(sessions, journal)
@@ -323,8 +330,14 @@ def build_worker(
             operations.purge_expired,
         ],
         workflow_runner=workflow_runner(),
-        max_concurrent_activities=settings.max_concurrent_activities,
-        max_concurrent_workflow_tasks=settings.max_concurrent_workflow_tasks,
+        tuner=WorkerTuner.create_composite(
+            workflow_supplier=FixedSizeSlotSupplier(settings.max_concurrent_workflow_tasks),
+            activity_supplier=ActivityAdmission(
+                settings.max_concurrent_activities, settings.compute_backlog, slots
+            ),
+            local_activity_supplier=FixedSizeSlotSupplier(LOCAL_ACTIVITY_SLOTS),
+            nexus_supplier=FixedSizeSlotSupplier(LOCAL_ACTIVITY_SLOTS),
+        ),
         max_cached_workflows=settings.max_cached_workflows,
         # A dead worker's sticky queue holds its workflows' tasks until this passes; the
         # 10 s default slows every recovery.

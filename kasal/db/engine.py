@@ -57,10 +57,9 @@ def create_engine(
         options["pool_size"] = size
         options["max_overflow"] = overflow
     if not sqlite:
-        if pooled:
-            if "pool_pre_ping" not in options and settings.db_ping_after_idle > 0:
-                ping_after_idle = settings.db_ping_after_idle
-                options["pool_pre_ping"] = False
+        if pooled and "pool_pre_ping" not in options and settings.db_ping_after_idle > 0:
+            ping_after_idle = settings.db_ping_after_idle
+            options["pool_pre_ping"] = False
         options.setdefault("pool_pre_ping", True)
     engine = _create_async_engine(url, **options)
     if ping_after_idle is not None:

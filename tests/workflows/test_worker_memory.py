@@ -25,8 +25,8 @@ async def test_more_running_executions_than_cached_workflows_all_finish(
 
 
 async def test_the_scale_settings_reach_the_worker(temporal_client, task_queue, settings):
-    """The heartbeat throttle, the heartbeat budget and the compute slots of a worker are
-    the ones its settings give."""
+    """The heartbeat throttle, the heartbeat budget, the compute slots and the admission of a
+    worker are the ones its settings give."""
     from kasal.db.engine import create_engine, session_factory
     from workflows.worker import build_worker
 
@@ -35,6 +35,8 @@ async def test_the_scale_settings_reach_the_worker(temporal_client, task_queue, 
             "heartbeat_throttle_seconds": 7.0,
             "heartbeats_per_second": 12.0,
             "compute_slots": 3,
+            "compute_backlog": 9,
+            "max_concurrent_activities": 40,
         }
     )
     engine = create_engine(tuned.resolved_database_url())
@@ -45,5 +47,8 @@ async def test_the_scale_settings_reach_the_worker(temporal_client, task_queue, 
         crew_activities = config["activities"][0].__self__
         assert crew_activities._watch.heartbeats_per_second == 12.0
         assert crew_activities._slots._free == 3
+        admission = config["tuner"]._get_activity_task_slot_supplier()
+        assert (admission.maximum, admission.backlog) == (40, 9)
+        assert admission._slots is crew_activities._slots
     finally:
         await engine.dispose()
