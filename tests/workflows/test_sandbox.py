@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sys
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 
 import pytest
-from temporalio.client import WorkflowFailureError
+from temporalio.api.common.v1 import Payload
+from temporalio.client import Client, WorkflowFailureError
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.converter import (
+    PayloadCodec,
+    SerializationContext,
+    WithSerializationContext,
+    WorkflowSerializationContext,
+)
 from temporalio.worker import Worker, WorkflowInstance, WorkflowInstanceDetails
 from temporalio.worker.workflow_sandbox._importer import Importer
 
@@ -150,3 +160,52 @@ async def test_workflow_instances_are_created_off_the_event_loop(temporal_client
     assert loop_thread not in sandbox.threads
     # On the loop, four instances would have stopped it for 0.4 s each.
     assert max(lags) < sandbox.delay / 2, max(lags)
+
+
+class _ContextNotingCodec(PayloadCodec, WithSerializationContext):
+    """A codec that changes nothing and notes the serialization contexts it is given."""
+
+    def __init__(self, seen: list[object], context: object = None) -> None:
+        self.seen, self.context = seen, context
+
+    def with_context(self, context: SerializationContext) -> _ContextNotingCodec:
+        return _ContextNotingCodec(self.seen, context)
+
+    async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        self.seen.append(self.context)
+        return list(payloads)
+
+    async def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        return list(payloads)
+
+
+async def test_the_sandbox_is_asked_for_serialization_contexts_only_when_they_are_used(
+    temporal_client,
+):
+    """Kasal's converter (no codec, no external storage) encodes without any context, so
+    the sandbox is not asked for one per payload; a worker whose codec takes contexts still
+    gets the workflow's."""
+    assert not workflow_runner(pydantic_data_converter).contexts
+    assert workflow_runner().contexts  # no converter known: ask, as the SDK does
+    seen: list[object] = []
+    converter = dataclasses.replace(
+        pydantic_data_converter, payload_codec=_ContextNotingCodec(seen)
+    )
+    client = Client(
+        temporal_client.service_client,
+        namespace=temporal_client.namespace,
+        data_converter=converter,
+    )
+    queue = f"contexts-{uuid.uuid4().hex[:8]}"
+    async with Worker(
+        client,
+        task_queue=queue,
+        workflows=[EchoWorkflow],
+        workflow_runner=workflow_runner(client.data_converter),
+    ):
+        # Started and read without the codec: what it sees is the worker's encoding only.
+        result = await temporal_client.execute_workflow(
+            EchoWorkflow.run, "hello", id=f"echo-{queue}", task_queue=queue
+        )
+    assert result == "hello"
+    assert any(isinstance(c, WorkflowSerializationContext) for c in seen), seen
