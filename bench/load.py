@@ -48,6 +48,8 @@ from kasal.testing.specs import crew  # noqa: E402
 from kasal.testing.worker_process import WorkerProcess  # noqa: E402
 
 TICKS = os.sysconf("SC_CLK_TCK")
+#: Worker log markers of trouble under load.
+TROUBLE = ("deadlock", "Failing workflow task", "timed out", "attempt 2", "Heartbeat timeout")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -270,6 +272,7 @@ async def main(
                     if plain is not None:
                         rounds.append(plain)
                     before = await requests()
+                    logged = len(worker.output)
                     spy = None
                     if profile is not None:
                         profile.mkdir(parents=True, exist_ok=True)
@@ -286,11 +289,22 @@ async def main(
                     rounds.append(kasal)
                     for r in rounds:
                         print(r.line(tasks), flush=True)
+                    # What a healthy worker never logs: an activation past the SDK's deadlock
+                    # timeout, a failed workflow task, an attempt timed out or retried.
+                    trouble = [
+                        line for line in worker.output[logged:] if any(m in line for m in TROUBLE)
+                    ]
                     print(
                         f"       kasal / bare wall {kasal.wall / rounds[0].wall:.2f}x, "
-                        f"kasal / ideal {kasal.wall / (tasks * latency):.1f}x",
+                        f"kasal / ideal {kasal.wall / (tasks * latency):.1f}x, worker log "
+                        f"lines of trouble: {len(trouble)}"
+                        + (f" (first: {trouble[0].strip()[:160]})" if trouble else ""),
                         flush=True,
                     )
+                    if trouble:
+                        kept = Path(tempfile.gettempdir()) / f"kasal-load-worker-{count}.log"
+                        kept.write_text("".join(worker.output[logged:]))
+                        print(f"       the worker's log of this round: {kept}", flush=True)
                     ms = {r.kind: r.worker_cpu / (count * tasks) * 1000 for r in rounds}
                     ms.setdefault("crewai", float("nan"))
                     print(

@@ -7,6 +7,7 @@ import concurrent.futures
 import contextlib
 import importlib.abc
 import importlib.machinery
+import importlib.util
 import logging
 import sys
 import threading
@@ -75,40 +76,66 @@ class _SharedCodeLoader(importlib.machinery.SourceFileLoader):
     ``.pyc`` (a source checkout run with ``PYTHONDONTWRITEBYTECODE``, as the benchmarks
     here are) the default loader even compiled the source for every run: replaying a
     recorded crew, 54 -> 31-37 ms of CPU per run.
+
+    The code is read once per process and never looked at again on disk: a worker runs the
+    workflow code it started with (an edit under a running worker is not picked up by its
+    next runs, which could otherwise mix two versions of the code in one process).
     """
 
-    _codes: dict[tuple[str, float, int], CodeType] = {}
+    _codes: dict[str, CodeType] = {}
     _lock = threading.Lock()
 
     def get_code(self, fullname: str) -> CodeType | None:
         path = self.get_filename(fullname)
-        stats = self.path_stats(path)
-        key = (path, stats["mtime"], stats.get("size", -1))  # an edited file is re-read
-        code = self._codes.get(key)
+        code = self._codes.get(path)
         if code is None:
             code = super().get_code(fullname)
             if code is not None:
                 with self._lock:
-                    self._codes[key] = code
+                    self._codes[path] = code
         return code
 
 
 class SharedCodeFinder(importlib.abc.MetaPathFinder):
     """Finds the modules of ``packages`` as Python would, loading them with
-    :class:`_SharedCodeLoader` (source files only; anything else is left to Python)."""
+    :class:`_SharedCodeLoader` (source files only; anything else is left to Python).
+
+    Where a module is is looked up once per process: a new workflow's sandbox imports the
+    workflow modules again, and each lookup was a series of ``stat`` calls. Each releases
+    the GIL, and with many threads busy getting it back took milliseconds every time: a
+    burst of new crews made instance creations outlast the SDK's 2 s deadlock timeout.
+    """
 
     def __init__(self, packages: Sequence[str]) -> None:
         self.packages = tuple(packages)
+        self._found: dict[str, tuple[str, str, list[str] | None] | None] = {}
 
     def find_spec(
         self, fullname: str, path: Sequence[str] | None = None, target: ModuleType | None = None
     ) -> importlib.machinery.ModuleSpec | None:
         if not any(fullname.startswith(p + ".") for p in self.packages):
             return None
-        spec = importlib.machinery.PathFinder.find_spec(fullname, path, target)
-        if spec is not None and type(spec.loader) is importlib.machinery.SourceFileLoader:
-            spec.loader = _SharedCodeLoader(spec.loader.name, spec.loader.path)
-        return spec
+        if fullname not in self._found:
+            spec = importlib.machinery.PathFinder.find_spec(fullname, path, target)
+            if (
+                spec is None
+                or type(spec.loader) is not importlib.machinery.SourceFileLoader
+                or spec.origin is None
+            ):
+                self._found[fullname] = None
+                return spec
+            self._found[fullname] = (fullname, spec.origin, spec.submodule_search_locations)
+        found = self._found[fullname]
+        if found is None:
+            return importlib.machinery.PathFinder.find_spec(fullname, path, target)
+        name, origin, locations = found
+        # A fresh spec each time (an import marks its spec while it runs), from what was found.
+        return importlib.util.spec_from_file_location(
+            name,
+            origin,
+            loader=_SharedCodeLoader(name, origin),
+            submodule_search_locations=list(locations) if locations is not None else None,
+        )
 
 
 def share_workflow_code(packages: Sequence[str] = SHARED_CODE_PACKAGES) -> None:

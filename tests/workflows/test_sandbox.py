@@ -86,7 +86,7 @@ async def test_shared_code_is_still_checked_by_the_sandbox(temporal_client):
             for f in sys.meta_path
             if not (isinstance(f, SharedCodeFinder) and f.packages == ("tests.workflows",))
         ]
-    shared = {path for path, _, _ in _SharedCodeLoader._codes}
+    shared = set(_SharedCodeLoader._codes)
     assert any(path.endswith("probe_workflows.py") for path in shared)
 
 
@@ -209,3 +209,27 @@ async def test_the_sandbox_is_asked_for_serialization_contexts_only_when_they_ar
         )
     assert result == "hello"
     assert any(isinstance(c, WorkflowSerializationContext) for c in seen), seen
+
+
+def test_workflow_modules_are_found_and_read_once_per_process(tmp_path):
+    """A new workflow's sandbox imports the workflow modules again; finding and reading them
+    touched the disk every time (``stat`` calls, each a GIL hand-off: under a burst of new
+    crews, instance creations outlasted the SDK's 2 s deadlock timeout). Found and read
+    once, a module still gets a fresh spec per import, and the code the worker started with."""
+    package = tmp_path / "kasal_probe_pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "mod.py").write_text("VALUE = 42\n")
+    finder = SharedCodeFinder(("kasal_probe_pkg",))
+    first = finder.find_spec("kasal_probe_pkg.mod", [str(package)])
+    assert first is not None and isinstance(first.loader, _SharedCodeLoader)
+    code = first.loader.get_code("kasal_probe_pkg.mod")
+    (package / "mod.py").rename(package / "moved.py")  # nothing left on disk to find
+    again = finder.find_spec("kasal_probe_pkg.mod", [str(package)])
+    assert again is not None and again is not first and again.origin == first.origin
+    assert isinstance(again.loader, _SharedCodeLoader)
+    assert again.loader.get_code("kasal_probe_pkg.mod") is code
+    namespace: dict[str, object] = {}
+    exec(code, namespace)
+    assert namespace["VALUE"] == 42
+    assert finder.find_spec("elsewhere.mod") is None  # other packages are Python's to find
