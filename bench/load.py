@@ -16,7 +16,9 @@ worker processes at their default settings:
 
 For each count, all crews start at once. Printed per kind: wall time, crews/s, p50/p99 crew
 latency, worker and server CPU per task (from /proc), the worker's RSS, and for Kasal the
-provider requests (which must equal the tasks: nothing paid twice).
+provider requests (which must equal the tasks: nothing paid twice) and the worker's log
+lines of trouble: deadlock timeouts, failed workflow tasks, timeouts, retried attempts (a
+healthy worker logs none; the round's log is kept in a file when it does).
 """
 
 from __future__ import annotations
