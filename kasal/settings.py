@@ -52,7 +52,11 @@ class Settings(BaseSettings):
     #: Task attempts one worker runs at once. Tasks wait on LLM providers (I/O, no CPU while
     #: they wait), so the default is high; each running task holds one thread.
     max_concurrent_activities: int = 1000
-    max_concurrent_workflow_tasks: int = 50
+    #: Workflow tasks a worker runs at once. They are Python code under one GIL: more at once
+    #: is no faster, only more threads contending; a burst of new crews (each a fresh
+    #: sandbox, ~10 ms) then stretched every one past the SDK's 2 s deadlock timeout.
+    #: (1,000- and 200-crew rounds: 10 as fast as 50.)
+    max_concurrent_workflow_tasks: int = Field(default=10, ge=2)
     #: Task attempts running CrewAI's own code at once (the others wait on their provider,
     #: a tool, or here): past a few, more threads only fight over the GIL and starve the
     #: event loop that sends heartbeats.
