@@ -191,6 +191,13 @@ class _DeferredInstance(WorkflowInstance):
         return self._instance
 
     def activate(self, act: WorkflowActivation) -> WorkflowActivationCompletion:
+        if self._instance is None and all(job.HasField("remove_from_cache") for job in act.jobs):
+            # Evicted before it ever ran (its first activation failed or timed out): there is
+            # nothing to tear down, and building a sandbox only to drop it, within the
+            # deadlock timeout again, is what an overloaded worker can least afford.
+            completion = WorkflowActivationCompletion(run_id=act.run_id)
+            completion.successful.SetInParent()
+            return completion
         return self._created().activate(act)
 
     def get_serialization_context(self, command_info: Any) -> Any:

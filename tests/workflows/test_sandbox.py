@@ -12,6 +12,11 @@ from collections.abc import Sequence
 
 import pytest
 from temporalio.api.common.v1 import Payload
+from temporalio.bridge.proto.workflow_activation import (
+    RemoveFromCache,
+    WorkflowActivation,
+    WorkflowActivationJob,
+)
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import (
@@ -233,3 +238,18 @@ def test_workflow_modules_are_found_and_read_once_per_process(tmp_path):
     exec(code, namespace)
     assert namespace["VALUE"] == 42
     assert finder.find_spec("elsewhere.mod") is None  # other packages are Python's to find
+
+
+def test_a_workflow_evicted_before_it_ran_builds_no_sandbox():
+    """A workflow whose first activation failed is evicted next: its instance was never
+    built, and the eviction must not build one only to drop it."""
+    sandbox = _SlowSandbox()
+    sandbox.delay = 0
+    instance = DeferredRunner(sandbox).create_instance(None)  # type: ignore[arg-type]
+    eviction = WorkflowActivation(
+        run_id="run-1",
+        jobs=[WorkflowActivationJob(remove_from_cache=RemoveFromCache(message="failed"))],
+    )
+    completion = instance.activate(eviction)
+    assert completion.HasField("successful") and completion.run_id == "run-1"
+    assert sandbox.threads == []  # no instance was created
