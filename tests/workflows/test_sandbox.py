@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import sys
 import threading
@@ -253,3 +254,23 @@ def test_a_workflow_evicted_before_it_ran_builds_no_sandbox():
     completion = instance.activate(eviction)
     assert completion.HasField("successful") and completion.run_id == "run-1"
     assert sandbox.threads == []  # no instance was created
+
+
+def test_while_an_instance_is_created_its_thread_is_the_one_a_deadlock_report_reads():
+    """The SDK reads an activation's thread to show its stack when it outlasts the deadlock
+    timeout; while the instance is still being created, that is the creating thread."""
+    sandbox = _SlowSandbox()
+    sandbox.delay = 0.5
+    instance = DeferredRunner(sandbox).create_instance(None)  # type: ignore[arg-type]
+    assert instance.get_thread_id() is None
+
+    def create() -> None:
+        with contextlib.suppress(Exception):  # no real details: creation fails after the wait
+            instance.get_serialization_context(None)
+
+    creator = threading.Thread(target=create)
+    creator.start()
+    time.sleep(0.2)
+    assert instance.get_thread_id() == creator.ident
+    creator.join(5)
+    assert instance.get_thread_id() is None

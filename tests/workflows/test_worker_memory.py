@@ -25,8 +25,8 @@ async def test_more_running_executions_than_cached_workflows_all_finish(
 
 
 async def test_the_scale_settings_reach_the_worker(temporal_client, task_queue, settings):
-    """The heartbeat throttle, the heartbeat budget, the compute slots and the admission of a
-    worker are the ones its settings give."""
+    """The heartbeat throttle, the heartbeat budget, the compute slots, the admission and the
+    workflow-task slots of a worker are the ones its settings give."""
     from kasal.db.engine import create_engine, session_factory
     from workflows.worker import build_worker
 
@@ -37,6 +37,7 @@ async def test_the_scale_settings_reach_the_worker(temporal_client, task_queue, 
             "compute_slots": 3,
             "compute_backlog": 9,
             "max_concurrent_activities": 40,
+            "max_concurrent_workflow_tasks": 7,
         }
     )
     engine = create_engine(tuned.resolved_database_url())
@@ -50,5 +51,6 @@ async def test_the_scale_settings_reach_the_worker(temporal_client, task_queue, 
         admission = config["tuner"]._get_activity_task_slot_supplier()
         assert (admission.maximum, admission.backlog) == (40, 9)
         assert admission._slots is crew_activities._slots
+        assert config["tuner"]._get_workflow_task_slot_supplier().num_slots == 7
     finally:
         await engine.dispose()
