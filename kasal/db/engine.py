@@ -34,14 +34,14 @@ def create_engine(
     if not pooled:
         options["poolclass"] = NullPool
     sqlite = parsed.get_backend_name() == "sqlite"
+    in_memory = sqlite and parsed.database in (None, "", ":memory:")
     if sqlite:
-        if parsed.database and parsed.database != ":memory:":
+        if not in_memory:
             from pathlib import Path
 
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            Path(str(parsed.database)).parent.mkdir(parents=True, exist_ok=True)
         options.setdefault("connect_args", {}).setdefault("timeout", 30)
     ping_after_idle: float | None = None
-    in_memory = sqlite and parsed.database in (None, "", ":memory:")
     if pooled and not in_memory:
         from kasal.settings import get_settings
 
