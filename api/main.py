@@ -44,6 +44,7 @@ from api.security import check_settings
 from api.temporal import TemporalConnection
 from kasal.db.engine import create_engine, session_factory
 from kasal.exceptions import TemporalUnavailableError
+from kasal.heap import settle as settle_heap
 from kasal.reconcile import Reconciler
 from kasal.settings import Settings, get_settings
 
@@ -95,6 +96,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             if settings.auth_cache_seconds > 0
             else None,
         )
+        settle_heap(settings.gc_young_threshold)
         try:
             yield
         finally:

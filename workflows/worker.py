@@ -412,6 +412,7 @@ async def run_worker(
 ) -> None:
     """Run a worker until ``stop`` is set (or for ever)."""
     from kasal.db.engine import create_engine, session_factory
+    from kasal.heap import settle as settle_heap
 
     settings = settings or get_settings()
     await prepare_database(settings)
@@ -424,6 +425,8 @@ async def run_worker(
             worker = build_worker(
                 client, task_queue, session_factory(engine), settings=settings, executor=executor
             )
+            # Before polling: the one full collection stops nobody's task.
+            settle_heap(settings.gc_young_threshold)
             async with worker:
                 await _retention(client, settings, task_queue)
                 log.info("worker polling task queue %s", task_queue)

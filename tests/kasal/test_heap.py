@@ -1,0 +1,54 @@
+"""A worker or API process settles its heap once it has started (kasal/heap.py)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+
+def _run(code: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_settling_freezes_start_up_and_raises_the_young_threshold_once():
+    out = _run(
+        """
+        import gc
+        from kasal.heap import settle
+        before = gc.get_threshold()
+        assert settle(0) is False  # 0: the collector as CPython sets it, and not settled
+        assert gc.get_freeze_count() == 0 and gc.get_threshold() == before
+        first, again = settle(50_000), settle(90_000)
+        young = gc.get_threshold() == (50_000,) + before[1:]
+        print(first, again, gc.get_freeze_count() > 1000, young)
+        """
+    )
+    assert out == "True False True True"
+
+
+def test_the_api_settles_its_heap_when_it_has_started(tmp_path):
+    out = _run(
+        f"""
+        import asyncio, gc
+        from api.main import create_app
+        from kasal.settings import Settings
+
+        async def main():
+            settings = Settings(
+                data_dir={str(tmp_path)!r}, temporal_address="127.0.0.1:1",
+                gc_young_threshold=12_345,
+            )
+            app = create_app(settings)
+            assert gc.get_freeze_count() == 0
+            async with app.router.lifespan_context(app):
+                print(gc.get_threshold()[0], gc.get_freeze_count() > 1000)
+
+        asyncio.run(main())
+        """
+    )
+    assert out.splitlines()[-1] == "12345 True"
