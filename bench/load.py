@@ -18,7 +18,8 @@ For each count, all crews start at once. Printed per kind: wall time, crews/s, p
 latency, worker and server CPU per task (from /proc), the worker's RSS, and for Kasal the
 provider requests (which must equal the tasks: nothing paid twice) and the worker's log
 lines of trouble: deadlock timeouts, failed workflow tasks, timeouts, retried attempts (a
-healthy worker logs none; the round's log is kept in a file when it does).
+healthy worker logs none; the round's log is kept in a file when it does), and the time the
+worker spent in Python's garbage collector (its ``kasal_gc_pause_seconds``).
 """
 
 from __future__ import annotations
@@ -52,6 +53,26 @@ from kasal.testing.worker_process import WorkerProcess  # noqa: E402
 TICKS = os.sysconf("SC_CLK_TCK")
 #: Worker log markers of trouble under load.
 TROUBLE = ("deadlock", "Failing workflow task", "timed out", "attempt 2", "Heartbeat timeout")
+
+
+async def gc_pauses(http: httpx.AsyncClient, port: int) -> tuple[float, float, float]:
+    """The worker's full collections so far, their seconds, and seconds in all collections
+    (its ``kasal_gc_pause_seconds`` on ``/metrics``)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
+    full = full_seconds = seconds = 0.0
+    for family in text_string_to_metric_families(text):
+        if family.name != "kasal_gc_pause_seconds":
+            continue
+        for sample in family.samples:
+            old = sample.labels.get("generation") == "2"
+            if sample.name.endswith("_sum"):
+                seconds += sample.value
+                full_seconds += sample.value if old else 0.0
+            elif sample.name.endswith("_count") and old:
+                full += sample.value
+    return full, full_seconds, seconds
 
 
 def cpu_seconds(pid: int) -> float:
@@ -217,11 +238,13 @@ async def main(
             stdout=subprocess.PIPE,
             text=True,
         )
+        metrics_port = free_port()
         worker = WorkerProcess(
             server.address,
             queue,
             Path(tmp) / "worker",
             KASAL_LLM_BASE_URLS='["http://127.0.0.1:"]',
+            KASAL_WORKER_METRICS_PORT=str(metrics_port),
             **({"KASAL_HEARTBEAT_THROTTLE_SECONDS": str(throttle)} if throttle else {}),
         )
         try:
@@ -274,6 +297,7 @@ async def main(
                     if plain is not None:
                         rounds.append(plain)
                     before = await requests()
+                    collected = await gc_pauses(http, metrics_port)
                     logged = len(worker.output)
                     spy = None
                     if profile is not None:
@@ -288,6 +312,8 @@ async def main(
                         spy.wait(60)
                         print(f"worker profile ({out}), inclusive:\n{top_frames(out)}")
                     kasal.requests = await requests() - before
+                    now = await gc_pauses(http, metrics_port)
+                    full, full_s, all_s = (b - a for a, b in zip(collected, now, strict=True))
                     rounds.append(kasal)
                     for r in rounds:
                         print(r.line(tasks), flush=True)
@@ -312,7 +338,8 @@ async def main(
                     print(
                         f"       worker CPU per task: kasal {ms['kasal']:.1f} ms = plain CrewAI "
                         f"{ms['crewai']:.1f} + durability {ms['kasal'] - ms['crewai']:.1f} "
-                        f"(bare activity {ms['bare']:.1f})",
+                        f"(bare activity {ms['bare']:.1f}); in Python's collector "
+                        f"{all_s:.1f} s, of it {full_s:.1f} s in {full:.0f} full collections",
                         flush=True,
                     )
         finally:

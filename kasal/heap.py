@@ -22,6 +22,9 @@ from __future__ import annotations
 import gc
 import logging
 import threading
+import time
+
+from kasal import metrics
 
 log = logging.getLogger(__name__)
 
@@ -30,17 +33,21 @@ _lock = threading.Lock()
 
 
 def settle(young_threshold: int) -> bool:
-    """Collect once, freeze what survives, and collect the youngest generation only every
-    ``young_threshold`` net allocations (0: leave the collector as it is).
+    """Count the collector's pauses (``kasal_gc_pause_seconds``); then collect once, freeze
+    what survives, and collect the youngest generation only every ``young_threshold`` net
+    allocations (0: leave the collector as it is).
 
     Once per process: later calls (a second app in one test process, say) do nothing and
     return False.
     """
     global _settled
     with _lock:
-        if _settled or young_threshold <= 0:
+        if _settled:
             return False
         _settled = True
+    gc.callbacks.append(_observe_pause)
+    if young_threshold <= 0:
+        return False
     gc.collect()
     gc.freeze()
     _, middle, old = gc.get_threshold()
@@ -51,3 +58,15 @@ def settle(young_threshold: int) -> bool:
         young_threshold,
     )
     return True
+
+
+_began = [0.0]
+
+
+def _observe_pause(phase: str, info: dict[str, int]) -> None:
+    # Collections run with the GIL held, one at a time: one start time is enough.
+    if phase == "start":
+        _began[0] = time.perf_counter()
+    else:
+        pause = time.perf_counter() - _began[0]
+        metrics.GC_PAUSES.labels(generation=str(info["generation"])).observe(pause)

@@ -22,6 +22,14 @@ log = logging.getLogger(__name__)
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 TASK_BUCKETS = (0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600)
 
+# -- every process -----------------------------------------------------------------------
+GC_PAUSES = Histogram(
+    "kasal_gc_pause_seconds",
+    "Python's cyclic garbage collections by generation (2: full), each stopping the process",
+    ["generation"],
+    buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+
 # -- API --------------------------------------------------------------------------------------
 HTTP_REQUESTS = Histogram(
     "kasal_http_request_duration_seconds",

@@ -21,14 +21,31 @@ def test_settling_freezes_start_up_and_raises_the_young_threshold_once():
         import gc
         from kasal.heap import settle
         before = gc.get_threshold()
-        assert settle(0) is False  # 0: the collector as CPython sets it, and not settled
-        assert gc.get_freeze_count() == 0 and gc.get_threshold() == before
         first, again = settle(50_000), settle(90_000)
         young = gc.get_threshold() == (50_000,) + before[1:]
         print(first, again, gc.get_freeze_count() > 1000, young)
         """
     )
     assert out == "True False True True"
+
+
+def test_pauses_are_counted_and_zero_leaves_the_collector_alone():
+    out = _run(
+        """
+        import gc
+        from prometheus_client import REGISTRY
+        from kasal.heap import settle
+        before = gc.get_threshold()
+        assert settle(0) is False
+        assert gc.get_freeze_count() == 0 and gc.get_threshold() == before
+        gc.collect()
+        gc.collect()
+        full = {"generation": "2"}
+        seconds = REGISTRY.get_sample_value("kasal_gc_pause_seconds_sum", full)
+        print(REGISTRY.get_sample_value("kasal_gc_pause_seconds_count", full), seconds > 0)
+        """
+    )
+    assert out == "2.0 True"
 
 
 def test_the_api_settles_its_heap_when_it_has_started(tmp_path):
