@@ -202,6 +202,8 @@ def top_frames(collapsed: Path, limit: int = 25) -> str:
     total = 0
     for line in collapsed.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
+        if not count.isdigit():  # a frame whose name holds a line break (py-spy keeps it)
+            continue
         total += int(count)
         for frame in set(stack.split(";")):
             inclusive[frame.split(" (")[0] + " " + frame.rsplit("/", 1)[-1]] += int(count)

@@ -411,6 +411,7 @@ async def run_worker(
     settings: Settings | None = None,
 ) -> None:
     """Run a worker until ``stop`` is set (or for ever)."""
+    from activities.loops import install as own_task_loops
     from kasal.db.engine import create_engine, session_factory
     from kasal.heap import settle as settle_heap
 
@@ -427,6 +428,7 @@ async def run_worker(
             )
             # Before polling: the one full collection stops nobody's task.
             settle_heap(settings.gc_young_threshold)
+            own_task_loops()  # CrewAI's asyncio.run per step, beside thousands of tasks
             async with worker:
                 await _retention(client, settings, task_queue)
                 log.info("worker polling task queue %s", task_queue)
