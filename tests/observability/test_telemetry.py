@@ -238,6 +238,8 @@ async def test_one_trace_and_metrics_across_api_and_worker_process(
                         break
                     await asyncio.sleep(0.1)
             assert total(worker_metrics, "kasal_executions_finished_total", state="completed") == 1
+            # The worker settled its heap once started: its collections are counted.
+            assert total(worker_metrics, "kasal_gc_pause_seconds_count") > 0
             assert (
                 total(
                     worker_metrics,
