@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 
 def test_asyncio_run_beside_many_tasks_finds_only_its_own_and_still_cancels_them():
@@ -53,7 +54,11 @@ def test_asyncio_run_beside_many_tasks_finds_only_its_own_and_still_cancels_them
         asyncio.run(main())
     """
     done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parents[2],  # the checkout: its packages import
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "True [True] True [True] 2001"
