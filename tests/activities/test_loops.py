@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
+from tests.helpers import run_python
 
 
 def test_asyncio_run_beside_many_tasks_finds_only_its_own_and_still_cancels_them():
@@ -53,12 +50,4 @@ def test_asyncio_run_beside_many_tasks_finds_only_its_own_and_still_cancels_them
 
         asyncio.run(main())
     """
-    done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=Path(__file__).resolve().parents[2],  # the checkout: its packages import
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "True [True] True [True] 2001"
+    assert run_python(code, timeout=60) == "True [True] True [True] 2001"

@@ -2,22 +2,7 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
-
-
-def _run(code: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=Path(__file__).resolve().parents[2],  # the checkout: its packages import
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout.strip()
+from tests.helpers import run_python as _run
 
 
 def test_settling_freezes_start_up_and_raises_the_young_threshold_once():
