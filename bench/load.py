@@ -34,6 +34,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,6 +76,35 @@ async def gc_pauses(http: httpx.AsyncClient, port: int) -> tuple[float, float, f
     return full, full_seconds, seconds
 
 
+async def server_requests(http: httpx.AsyncClient, port: int) -> Counter[str]:
+    """Requests the dev server has served so far, by kind: each frontend RPC (``rpc``), each
+    write or read of its database (``db``) and of its visibility store (``vis``)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    kinds = {
+        "service_requests": "rpc",
+        "persistence_requests": "db",
+        "visibility_persistence_requests": "vis",
+    }
+    counts: Counter[str] = Counter()
+    text = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
+    for family in text_string_to_metric_families(text):
+        kind = kinds.get(family.name)
+        for sample in family.samples if kind else ():
+            if kind == "rpc" and sample.labels.get("service_name") != "frontend":
+                continue
+            counts[f"{kind} {sample.labels.get('operation')}"] += int(sample.value)
+    return counts
+
+
+def per_task(before: Counter[str], after: Counter[str], tasks: int, limit: int = 30) -> str:
+    """The server requests a round made per task, most frequent first."""
+    made = after - before
+    db = sum(n for k, n in made.items() if not k.startswith("rpc"))
+    top = ", ".join(f"{k} {n / tasks:.2f}" for k, n in made.most_common(limit))
+    return f"{db / tasks:.1f} database requests/task ({top})"
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU of a process so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -102,6 +132,8 @@ class Round:
     rss_before: float
     rss_peak: float
     requests: int | None = None
+    #: The dev server's requests during the round, per task (for the Temporal rounds).
+    server: str = ""
 
     def line(self, tasks: int) -> str:
         per_task = self.crews * tasks
@@ -114,11 +146,13 @@ class Round:
             f"p99 {p99:6.1f} s  worker CPU {self.worker_cpu / per_task * 1000:5.1f} ms/task  "
             f"server CPU {self.server_cpu / per_task * 1000:5.1f} ms/task  "
             f"RSS {self.rss_before:4.0f} -> {self.rss_peak:4.0f} MB{requests}"
-        )
+        ) + (f"\n       server: {self.server}" if self.server else "")
 
 
-async def measure(kind, count, start_one, worker_pid, server_pid) -> Round:
-    """Start ``count`` crews at once and wait for all; CPU and memory around it."""
+async def measure(kind, count, tasks, start_one, worker_pid, server_pid, served=None) -> Round:
+    """Start ``count`` crews at once and wait for all; CPU, memory and (with ``served``, a
+    coroutine function) the server's requests around it."""
+    served_before = await served() if served else None
     rss_before = rss_mb(worker_pid)
     peak = [rss_before]
     worker0, server0 = cpu_seconds(worker_pid), cpu_seconds(server_pid)
@@ -139,7 +173,7 @@ async def measure(kind, count, start_one, worker_pid, server_pid) -> Round:
     latencies = await asyncio.gather(*(one() for _ in range(count)))
     wall = time.monotonic() - began
     sampler.cancel()
-    return Round(
+    measured = Round(
         kind,
         count,
         wall,
@@ -149,6 +183,10 @@ async def measure(kind, count, start_one, worker_pid, server_pid) -> Round:
         rss_before,
         max(peak[0], rss_mb(worker_pid)),
     )
+    if served is not None and served_before is not None:
+        await asyncio.sleep(2)  # the server reports its metrics once a second
+        measured.server = per_task(served_before, await served(), count * tasks)
+    return measured
 
 
 async def plain_crewai(base_url: str, count: int, tasks: int) -> Round | None:
@@ -219,7 +257,10 @@ async def main(
     crewai: bool = True,
 ) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        server = await EmbeddedTemporal(Path(tmp), port=free_port(), ui_port=None).start()
+        server_metrics = free_port()
+        server = await EmbeddedTemporal(
+            Path(tmp), port=free_port(), ui_port=None, metrics_port=server_metrics
+        ).start()
         llm_port = free_port()
         llm = subprocess.Popen(
             [
@@ -280,6 +321,9 @@ async def main(
 
             async with httpx.AsyncClient() as http:
 
+                async def served() -> Counter[str]:
+                    return await server_requests(http, server_metrics)
+
                 async def requests() -> int:
                     stats = (await http.get(f"http://127.0.0.1:{llm_port}/stats")).json()
                     return int(stats["requests"])
@@ -293,7 +337,9 @@ async def main(
                 )
                 for count in counts:
                     rounds = [
-                        await measure("bare", count, start_bare, bare.pid, server.process.pid),
+                        await measure(
+                            "bare", count, tasks, start_bare, bare.pid, server.process.pid, served
+                        ),
                     ]
                     plain = await plain_crewai(base_url, count, tasks) if crewai else None
                     if plain is not None:
@@ -307,7 +353,13 @@ async def main(
                         out = profile / f"kasal-worker-{count}.txt"
                         spy = profiler(worker.process.pid, out)
                     kasal = await measure(
-                        "kasal", count, start_kasal, worker.process.pid, server.process.pid
+                        "kasal",
+                        count,
+                        tasks,
+                        start_kasal,
+                        worker.process.pid,
+                        server.process.pid,
+                        served,
                     )
                     if spy is not None:
                         spy.send_signal(signal.SIGINT)

@@ -138,6 +138,8 @@ class EmbeddedTemporal:
     port: int = 7233
     ui_port: int | None = 8233
     namespace: str = "default"
+    #: Port of the server's own Prometheus ``/metrics`` (None: a random free port).
+    metrics_port: int | None = None
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -187,6 +189,8 @@ class EmbeddedTemporal:
             "--dynamic-config-value",
             "system.forceSearchAttributesCacheRefreshOnRead=false",
         ]
+        if self.metrics_port:
+            cmd += ["--metrics-port", str(self.metrics_port)]
         if self.namespace != "default":
             cmd += ["--namespace", self.namespace]
         for name in SEARCH_ATTRIBUTES:
