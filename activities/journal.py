@@ -938,6 +938,18 @@ class AttemptWatch:
 # -- one attempt, run -----------------------------------------------------------------------
 
 
+def first_beat_in(info: activity.Info, interval: float) -> float:
+    """Seconds until an attempt's first heartbeat: ``interval`` after the server started the
+    attempt, at once if that has passed.
+
+    The server times the heartbeat timeout from the attempt's start, not from when this
+    worker got to it, so a beat sent at once only helps an attempt that got here late; one
+    due ``interval`` (at most a third of the timeout) after the start leaves it the rest.
+    """
+    late = (datetime.now(UTC) - info.started_time).total_seconds()
+    return min(interval, max(0.0, interval - late))
+
+
 def as_application_error(exc: BaseException) -> ApplicationError:
     """A Temporal error that tells the retry policy whether trying again can help."""
     cause: BaseException | None = exc
@@ -1005,8 +1017,10 @@ async def run_observed(
     observer: TaskObserver | None = None
 
     async def beat() -> None:
-        # At once, then as the worker's budget allows: with a short heartbeat timeout, a
-        # worker busy taking over a dead one's crews must not leave the server waiting.
+        # As the worker's budget allows, the first one timed from the server's start of the
+        # attempt: a short task sends none (each is a server write), and an attempt this
+        # worker came to late (taking over a dead one's crews, a burst) beats at once.
+        await asyncio.sleep(first_beat_in(info, watch.beat_every(every, slowest)))
         while True:
             activity.heartbeat(observer.calls if observer is not None else 0)
             await asyncio.sleep(watch.beat_every(every, slowest))

@@ -7,8 +7,12 @@ SQLite journal, with the events the observer publishes captured as signed batche
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import time
+from datetime import UTC, datetime, timedelta
 
 import pytest
+from temporalio.testing import ActivityEnvironment
 
 from activities.journal import (
     AttemptWatch,
@@ -20,6 +24,7 @@ from activities.journal import (
     TaskCancelled,
     TaskObserver,
     prompt_hash,
+    run_observed,
 )
 from kasal import signing
 from kasal.db.engine import create_engine, session_factory
@@ -280,3 +285,48 @@ async def test_events_go_in_order_in_few_batches_and_the_rest_rides_on_the_resul
 def test_prompt_hash_ignores_everything_but_role_and_content():
     assert prompt_hash(MESSAGES) == prompt_hash([{**MESSAGES[0], "name": "x"}])
     assert prompt_hash(MESSAGES) != prompt_hash([{"role": "system", "content": "What is 6 x 7?"}])
+
+
+@pytest.mark.parametrize(
+    ("started_ago", "first_beat_after"),
+    [
+        (0.0, (0.4, 0.9)),  # on time: the first beat is due half a second after the start
+        (30.0, (0.0, 0.3)),  # the worker came to it late (a take-over): at once
+    ],
+)
+async def test_an_attempt_beats_first_when_the_server_timed_it_from(
+    store, temporal_client, started_ago, first_beat_after
+):
+    """The server times the heartbeat timeout from the attempt's start: a task that ends
+    before its first beat is due sends none (each beat is a server write), and an attempt
+    the worker got to late beats at once, before the server gives up on it."""
+    signing.configure("test-secret")
+    env = ActivityEnvironment(client=temporal_client)
+    watch = AttemptWatch(store)
+    beats: list[float] = []
+
+    async def attempt(seconds: float) -> str:
+        def work(observer: TaskObserver, attempt: int) -> str:
+            time.sleep(seconds)
+            return "done"
+
+        return (await run_observed(watch, None, "task", "agent", work)).raw
+
+    def run(seconds: float):
+        beats.clear()
+        started = time.monotonic()
+        env.on_heartbeat = lambda *details: beats.append(time.monotonic() - started)
+        env.info = dataclasses.replace(
+            env.info,
+            started_time=datetime.now(UTC) - timedelta(seconds=started_ago),
+            heartbeat_timeout=timedelta(seconds=3),
+        )
+        return env.run(attempt, seconds)
+
+    if started_ago == 0.0:
+        assert await run(0.2) == "done"
+        assert beats == []  # a short task: no server write for a heartbeat
+    assert await run(1.2) == "done"
+    low, high = first_beat_after
+    assert beats and low <= beats[0] <= high, beats
+    assert len(beats) >= 2  # and then every half second
