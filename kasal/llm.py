@@ -373,11 +373,23 @@ def _shared_sync_client(llm: Any) -> Any:
     key = repr(sorted(params.items()))
     client = _SYNC_CLIENTS.get(key)
     if client is None:
-        client = llm._build_sync_client()
+        client = _sync_client(llm, params)
         if len(_SYNC_CLIENTS) >= _SYNC_CLIENTS_MAX:
             _SYNC_CLIENTS.pop(next(iter(_SYNC_CLIENTS)))  # the oldest; its users keep it
         _SYNC_CLIENTS[key] = client
     return client
+
+
+def _sync_client(llm: Any, params: dict[str, Any]) -> Any:
+    """CrewAI's sync client for ``llm`` (``OpenAI(**params)``), its connections in small
+    pools (:class:`~kasal.http_pool.ShardedTransport`): a worker's calls all share it."""
+    if "http_client" in params:  # the spec's own client: left as CrewAI builds it
+        return llm._build_sync_client()
+    from openai import DefaultHttpxClient, OpenAI
+
+    from kasal.http_pool import ShardedTransport
+
+    return OpenAI(**params, http_client=DefaultHttpxClient(transport=ShardedTransport()))
 
 
 def _openai_completion_class() -> type[BaseLLM]:

@@ -1,0 +1,97 @@
+"""Provider connections in small pools: a burst spreads over them, the next burst reuses
+every connection, and a request's slot comes back however it ends (real HTTP server)."""
+
+from __future__ import annotations
+
+import http.server
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from kasal.http_pool import ShardedTransport
+
+
+class _Slow(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as a provider's server does
+
+    def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+        self.server.ports.add(self.client_address[1])  # type: ignore[attr-defined]
+        time.sleep(0.3)
+        body = b"x" * 100_000 if self.path == "/big" else b'{"ok": true}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def server() -> Iterator[http.server.ThreadingHTTPServer]:
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Slow)
+    srv.daemon_threads = True
+    srv.ports = set()  # type: ignore[attr-defined]
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+def _url(srv: http.server.ThreadingHTTPServer, path: str = "/") -> str:
+    return f"http://127.0.0.1:{srv.server_address[1]}{path}"
+
+
+def test_a_burst_spreads_over_small_pools_and_the_next_reuses_their_connections(server):
+    transport = ShardedTransport(per_shard=8)
+    with httpx.Client(transport=transport) as client, ThreadPoolExecutor(40) as pool:
+
+        def burst() -> list[int]:
+            return list(pool.map(lambda _: client.get(_url(server)).status_code, range(40)))
+
+        assert burst() == [200] * 40
+        assert transport.shards == 5  # 40 at once, at most 8 in any pool
+        assert len(server.ports) == 40
+        assert burst() == [200] * 40
+        # Every connection stayed open for the next burst: none opened, none closed.
+        assert len(server.ports) == 40
+        assert transport.shards == 5
+
+
+def test_a_request_gives_its_slot_back_however_it_ends(server):
+    transport = ShardedTransport(per_shard=1)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{sock.getsockname()[1]}/"  # nobody listens there
+    with httpx.Client(transport=transport) as client:
+        with pytest.raises(httpx.ConnectError):
+            client.get(closed)
+        # A body streamed in part, then closed.
+        with client.stream("GET", _url(server, "/big")) as response:
+            next(response.iter_bytes())
+        assert client.get(_url(server)).status_code == 200
+        # One pool all along: each request had given its only slot back.
+        assert transport.shards == 1
+    with pytest.raises(RuntimeError, match="closed"):
+        transport.handle_request(httpx.Request("GET", _url(server)))
+
+
+def test_the_workers_provider_client_pools_its_connections_so(llm_stub, monkeypatch):
+    """The OpenAI client a worker's tasks share is built on it, and answers through it."""
+    from kasal.llm import build_llm
+    from kasal.settings import get_settings
+    from kasal.spec import LLMSpec
+
+    monkeypatch.setattr(get_settings(), "llm_base_urls", ["http://127.0.0.1:"])
+    llm = build_llm(LLMSpec(model="compatible/pooled", base_url=llm_stub.base_url))
+    assert isinstance(llm._client._client._transport, ShardedTransport)
+    answer = llm.call([{"role": "user", "content": "Current Task: say hi"}])
+    assert "Final Answer" in answer
+    assert len(llm_stub.requests_for("pooled")) == 1
