@@ -2,7 +2,8 @@
 
 Unlike :mod:`kasal.testing.llm_stub` (threads, scripted behaviour, a request log), this one
 is asynchronous, so it holds thousands of delayed requests at once, as a real provider's
-queue would. Every answer is a CrewAI final answer; ``GET /stats`` counts the requests.
+queue would. Every answer is a CrewAI final answer; ``GET /stats`` counts the requests and
+the connections they came on.
 
     python -m kasal.testing.slow_llm --port 8099 --latency 1.0
 """
@@ -14,16 +15,20 @@ import asyncio
 import time
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 
 
 def create_app(latency: float) -> FastAPI:
     """The server's app: ``POST /v1/chat/completions`` and ``GET /stats``."""
     app = FastAPI()
-    stats = {"requests": 0, "in_flight": 0, "max_in_flight": 0}
+    stats = {"requests": 0, "in_flight": 0, "max_in_flight": 0, "connections": 0}
+    clients: set[tuple[str, int]] = set()
 
     @app.post("/v1/chat/completions")
-    async def complete(body: dict[str, Any]) -> dict[str, Any]:
+    async def complete(body: dict[str, Any], request: Request) -> dict[str, Any]:
+        if request.client is not None and request.client not in clients:
+            clients.add((request.client.host, request.client.port))
+            stats["connections"] = len(clients)  # callers' connections seen so far
         stats["requests"] += 1
         stats["in_flight"] += 1
         stats["max_in_flight"] = max(stats["max_in_flight"], stats["in_flight"])
@@ -70,6 +75,9 @@ def main() -> None:
         log_level="warning",
         backlog=4096,
         limit_concurrency=None,
+        # As a provider's front end keeps an idle connection (nginx: 75 s), not uvicorn's 5 s:
+        # a burst of a thousand calls takes longer than 5 s to go round.
+        timeout_keep_alive=75,
     )
 
 
