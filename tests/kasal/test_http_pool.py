@@ -65,6 +65,17 @@ def test_a_burst_spreads_over_small_pools_and_the_next_reuses_their_connections(
         assert transport.shards == 5
 
 
+def test_pools_left_idle_are_closed_but_the_last_used(server):
+    transport = ShardedTransport(per_shard=1, idle_seconds=0.0)
+    with httpx.Client(transport=transport) as client, ThreadPoolExecutor(3) as pool:
+        assert list(pool.map(lambda _: client.get(_url(server)).status_code, range(3))) == [200] * 3
+        assert transport.shards == 3
+        time.sleep(1.1)  # pools are looked at once a second at most
+        assert client.get(_url(server)).status_code == 200
+        assert transport.shards == 1
+        assert len(server.ports) == 3  # the pool kept answered on its open connection
+
+
 def test_a_request_gives_its_slot_back_however_it_ends(server):
     transport = ShardedTransport(per_shard=1)
     with socket.socket() as sock:
