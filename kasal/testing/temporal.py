@@ -11,8 +11,11 @@ from kasal.client import EmbeddedTemporal, connect, ensure_search_attributes, fr
 
 
 async def start_server(data_dir: Path) -> EmbeddedTemporal:
-    """A dev server with SQLite persistence on free ports (headless: no Web UI)."""
-    return await EmbeddedTemporal(data_dir=data_dir, port=free_port(), ui_port=None).start()
+    """A dev server with SQLite persistence on free ports (headless: no Web UI), its own
+    Prometheus metrics on one of them."""
+    return await EmbeddedTemporal(
+        data_dir=data_dir, port=free_port(), ui_port=None, metrics_port=free_port()
+    ).start()
 
 
 def unique_queue(prefix: str = "test") -> str:
