@@ -164,6 +164,9 @@ def _supervise(
         timed_out = True
         _kill(process)
         process.wait()
+    # Stopped by its CPU limit (SIGXCPU) before the wall clock's: out of time all the same
+    # (which of the two comes first depends on how busy the machine is).
+    timed_out = timed_out or process.returncode == -signal.SIGXCPU
     for reader in readers:
         reader.join(2)
     try:

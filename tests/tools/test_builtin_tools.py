@@ -233,6 +233,16 @@ async def _thread(fn: Any, *args: Any) -> Any:
 LIMITS = SandboxLimits(wall_seconds=2, cpu_seconds=2, memory_bytes=128 * 1024 * 1024)
 
 
+def test_code_execution_out_of_cpu_time_is_timed_out_not_an_exit_code():
+    """Its CPU limit stops a busy loop before the wall clock does: the run still ends as
+    timed out (a busy machine decides which limit comes first)."""
+    limits = SandboxLimits(wall_seconds=20, cpu_seconds=1, memory_bytes=128 * 1024 * 1024)
+    result = run_python("while True: pass", limits)
+    assert result.timed_out and result.exit_code is None, result
+    assert result.seconds < 10
+    assert "timed out" in result.as_text()
+
+
 def test_code_execution_runs_python_and_keeps_it_in_its_box(tmp_path, monkeypatch):
     monkeypatch.setenv("KASAL_TEST_SECRET", "hunter2")
     secret_file = tmp_path / "secret.txt"
