@@ -97,7 +97,7 @@ async def server_requests(http: httpx.AsyncClient, port: int) -> Counter[str]:
     return counts
 
 
-def per_task(before: Counter[str], after: Counter[str], tasks: int, limit: int = 30) -> str:
+def per_task(before: Counter[str], after: Counter[str], tasks: int, limit: int = 10) -> str:
     """The server requests a round made per task, most frequent first."""
     made = after - before
     db = sum(n for k, n in made.items() if not k.startswith("rpc"))
@@ -183,7 +183,7 @@ async def measure(kind, count, tasks, start_one, worker_pid, server_pid, served=
         rss_before,
         max(peak[0], rss_mb(worker_pid)),
     )
-    if served is not None and served_before is not None:
+    if served_before is not None:
         await asyncio.sleep(2)  # the server reports its metrics once a second
         measured.server = per_task(served_before, await served(), count * tasks)
     return measured

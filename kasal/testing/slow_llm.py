@@ -26,9 +26,9 @@ def create_app(latency: float) -> FastAPI:
 
     @app.post("/v1/chat/completions")
     async def complete(body: dict[str, Any], request: Request) -> dict[str, Any]:
-        if request.client is not None and request.client not in clients:
+        if request.client is not None:  # callers' connections seen so far
             clients.add((request.client.host, request.client.port))
-            stats["connections"] = len(clients)  # callers' connections seen so far
+            stats["connections"] = len(clients)
         stats["requests"] += 1
         stats["in_flight"] += 1
         stats["max_in_flight"] = max(stats["max_in_flight"], stats["in_flight"])
