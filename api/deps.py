@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 import secrets
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Header, Path, Query, Request
+from fastapi import Depends, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.requests import HTTPConnection
-from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import APIKeyHeader, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from temporalio.client import Client
 
@@ -120,6 +122,10 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
             state.principals.clear()  # after the commit: see PrincipalCache
 
 
+#: The two ways a request shows its credentials. :func:`get_principal` calls them itself
+#: rather than declaring them as sub-dependencies (each one FastAPI solves costs every request
+#: its share; status polls are the API's hottest path); :mod:`api.openapi` documents them on
+#: every operation that needs a principal, as FastAPI would have.
 bearer = HTTPBearer(
     auto_error=False,
     description="the access token from /api/v1/auth/login, or an API key (kasal_...)",
@@ -127,14 +133,15 @@ bearer = HTTPBearer(
 api_key_header = APIKeyHeader(
     name="X-API-Key", auto_error=False, description="an API key (kasal_...)"
 )
+#: The header that picks the group a person acts in (default: their oldest membership). API
+#: keys ignore it.
+GROUP_HEADER = "X-Kasal-Group"
+#: Ids are 32 lowercase hex characters (uuid4().hex); anything else is a 422, not a lookup.
+ID_PATTERN = r"^[0-9a-f]{32}$"
+_ID = re.compile(ID_PATTERN)
 
 StateDep = Annotated[AppState, Depends(_state_dependency)]
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
-#: The group a person acts in (default: their oldest membership). API keys ignore it.
-GroupHeader = Annotated[
-    str | None,
-    Header(alias="X-Kasal-Group", pattern=r"^[0-9a-f]{32}$", description="act in this group"),
-]
 
 
 def client_address(request: Request) -> str:
@@ -147,23 +154,17 @@ def client_address_of(connection: HTTPConnection) -> str:
     return connection.client.host if connection.client else "unknown"
 
 
-async def get_principal(
-    request: Request,
-    session: SessionDep,
-    state: StateDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-    api_key: Annotated[str | None, Depends(api_key_header)],
-    group: GroupHeader = None,
-) -> Principal:
+async def get_principal(request: Request, session: SessionDep, state: StateDep) -> Principal:
     """Who is calling: an API key (``X-API-Key`` or ``Authorization: Bearer kasal_...``), a
     password sign-in's access token, or (trusted-proxy mode) the proxy's identity header.
 
     401 without valid credentials. A ``read``-scoped key may only read (GET), whatever the
     route. The principal is kept on ``request.state`` for the audit log.
     """
-    bearer_token = (
-        credentials.credentials if credentials and credentials.scheme.lower() == "bearer" else None
-    )
+    credentials = await bearer(request)
+    bearer_token = credentials.credentials if credentials is not None else None
+    api_key = await api_key_header(request)
+    group = request_group(request)
     cache = state.principals
     key: tuple[str, str] | None = None
     if cache is not None:
@@ -195,6 +196,24 @@ async def get_principal(
     if read_only and request.method not in ("GET", "HEAD", "OPTIONS"):
         raise PermissionDeniedError("this API key has the read scope: it may only read")
     return principal
+
+
+def request_group(request: Request) -> str | None:
+    """The ``X-Kasal-Group`` a request names, if any; 422 if it is not a group id."""
+    group = request.headers.get(GROUP_HEADER)
+    if group is None or _ID.fullmatch(group):
+        return group
+    raise RequestValidationError(
+        [
+            {
+                "type": "string_pattern_mismatch",
+                "loc": ("header", GROUP_HEADER),
+                "msg": f"String should match pattern '{ID_PATTERN}'",
+                "input": group,
+                "ctx": {"pattern": ID_PATTERN},
+            }
+        ]
+    )
 
 
 async def resolve_principal(
@@ -320,8 +339,6 @@ async def get_settings_dep(state: StateDep) -> Settings:
 
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 
-#: Ids are 32 lowercase hex characters (uuid4().hex); anything else is a 422, not a lookup.
-ID_PATTERN = r"^[0-9a-f]{32}$"
 IdPath = Annotated[str, Path(pattern=ID_PATTERN, description="32 hex characters")]
 Offset = Annotated[int, Query(ge=0, le=10_000_000, description="items to skip")]
 Limit = Annotated[int, Query(ge=1, le=100, description="page size")]

@@ -141,26 +141,32 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             expose_headers=["Retry-After"],
             max_age=600,
         )
-    # lifecycle first: its /executions/counts must not be read as an execution id.
-    for module in (
-        auth,
-        crews,
-        lifecycle,
-        executions,
-        traces,
-        projects,
-        tools,
-        memory,
-        schedules,
-        webhooks,
-        inbox,
-        teams,
-    ):
-        app.include_router(module.router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
+    # A request's route is found by trying the routes in order, so the ones clients poll
+    # (an execution's status, its trace) come first. lifecycle before executions: its
+    # /executions/counts must not be read as an execution id.
+    routers = [
+        module.router
+        for module in (
+            lifecycle,
+            executions,
+            traces,
+            auth,
+            crews,
+            projects,
+            tools,
+            memory,
+            schedules,
+            webhooks,
+            inbox,
+            teams,
+        )
+    ]
+    for router in routers:
+        app.include_router(router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
     app.include_router(ws.router, prefix=API_PREFIX)
     app.include_router(health.router)
     app.include_router(asyncapi.router)
-    install_openapi(app)
+    install_openapi(app, [(API_PREFIX, router) for router in routers])
     # Last: the metrics middleware and the tracing middleware wrap everything above.
     install_observability(app, settings)
     return app

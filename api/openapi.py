@@ -9,15 +9,35 @@ and ``ExecutionCreate.spec`` point at it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
+from fastapi.dependencies.models import Dependant
+from fastapi.encoders import jsonable_encoder
 from fastapi.openapi.utils import get_openapi
+from fastapi.routing import APIRoute
 
+from api.deps import GROUP_HEADER, ID_PATTERN, api_key_header, bearer, get_principal
 from kasal.spec import CrewSpec
 
 REF = "#/components/schemas/{model}"
 CREW_SPEC_REF = {"$ref": REF.format(model="CrewSpec")}
+#: The order the docs list the route groups in (the routes are tried in another: see main.py).
+TAG_ORDER = (
+    "auth",
+    "crews",
+    "executions",
+    "traces",
+    "projects",
+    "tools",
+    "memory",
+    "schedules",
+    "webhooks",
+    "inbox",
+    "teams",
+    "health",
+)
 #: What ``kasal.spec`` accepts as an agent or task name.
 NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,99}$"
 
@@ -78,8 +98,47 @@ def _use_crew_spec(document: dict[str, Any]) -> None:
     components["CrewOut"]["properties"]["spec"] = dict(CREW_SPEC_REF)
 
 
-def install_openapi(app: FastAPI) -> None:
-    """Serve the document with the crew schema in place (built once, on first request)."""
+def _needs_principal(dependant: Dependant) -> bool:
+    return any(d.call is get_principal or _needs_principal(d) for d in dependant.dependencies)
+
+
+def _document_credentials(
+    document: dict[str, Any], included: Sequence[tuple[str, APIRouter]]
+) -> None:
+    """What :func:`api.deps.get_principal` reads from the headers itself, documented on each
+    operation that needs a principal as FastAPI documents declared security dependencies:
+    the bearer token or the API key (either one), and ``X-Kasal-Group``."""
+    schemes = {
+        scheme.scheme_name: jsonable_encoder(scheme.model, by_alias=True, exclude_none=True)
+        for scheme in (bearer, api_key_header)
+    }
+    group = {
+        "name": GROUP_HEADER,
+        "in": "header",
+        "required": False,
+        "schema": {
+            "anyOf": [{"type": "string", "pattern": ID_PATTERN}, {"type": "null"}],
+            "description": "act in this group",
+            "title": GROUP_HEADER,
+        },
+        "description": "act in this group",
+    }
+    for prefix, router in included:
+        for route in router.routes:
+            if not isinstance(route, APIRoute) or not route.include_in_schema:
+                continue
+            if not _needs_principal(route.dependant):
+                continue
+            for method in route.methods or ():
+                operation = document["paths"][prefix + route.path_format][method.lower()]
+                operation["security"] = [{name: []} for name in schemes]
+                operation.setdefault("parameters", []).append(dict(group))
+    document.setdefault("components", {})["securitySchemes"] = schemes
+
+
+def install_openapi(app: FastAPI, included: Sequence[tuple[str, APIRouter]] = ()) -> None:
+    """Serve the document with the crew schema and the credentials of each ``(prefix,
+    router)`` in ``included`` in place (built once, on first request)."""
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -89,8 +148,10 @@ def install_openapi(app: FastAPI) -> None:
                 summary=app.summary,
                 description=app.description,
                 routes=app.routes,
+                tags=[{"name": name} for name in TAG_ORDER],
             )
             _use_crew_spec(document)
+            _document_credentials(document, included)
             app.openapi_schema = document
         return app.openapi_schema
 

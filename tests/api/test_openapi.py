@@ -7,6 +7,7 @@ the server accepts, no free-form objects, no missing constraints.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import jsonschema
@@ -176,3 +177,35 @@ async def test_405_lists_every_allowed_method(client, alice, method, path, allow
     error = assert_error(response, 405, "method_not_allowed")
     assert response.headers["allow"] == allowed
     assert allowed in error["message"]
+
+
+async def test_the_documented_credentials_are_the_ones_the_server_asks_for(client, document):
+    """The principal dependency reads its credentials from the headers itself, and the
+    document names them on each operation that needs them: every operation documented with
+    ``security`` (and ``X-Kasal-Group``) answers 401 without credentials, every other one
+    does not."""
+    schemes = document["components"]["securitySchemes"]
+    assert schemes["HTTPBearer"]["scheme"] == "bearer"
+    assert schemes["APIKeyHeader"] == {
+        "type": "apiKey",
+        "description": "an API key (kasal_...)",
+        "in": "header",
+        "name": "X-API-Key",
+    }
+    secured = public = 0
+    for path, operations in document["paths"].items():
+        url = re.sub(r"\{[^}]+\}", "0" * 32, path)
+        for method, operation in operations.items():
+            headers = [p["name"] for p in operation.get("parameters", []) if p["in"] == "header"]
+            response = await client.request(method.upper(), url)
+            if operation.get("security"):
+                secured += 1
+                assert operation["security"] == [{"HTTPBearer": []}, {"APIKeyHeader": []}]
+                assert "X-Kasal-Group" in headers, (method, path)
+                assert_error(response, 401, "unauthorized")
+            else:
+                public += 1
+                assert "X-Kasal-Group" not in headers, (method, path)
+                assert response.status_code != 401, (method, path, response.text)
+    assert secured > 30 and public >= 4
+    assert [tag["name"] for tag in document["tags"]][:3] == ["auth", "crews", "executions"]

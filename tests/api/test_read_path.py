@@ -13,6 +13,7 @@ from api.main import create_app  # noqa: F401 - imported first: api/ must not pu
 from api.security import create_access_token, decode_access_token
 from kasal.db.models import Execution, User, new_id, utcnow
 from kasal.exceptions import AuthError
+from tests.api.test_auth import assert_error
 from tests.fixtures.api import (
     ADMIN_EMAIL,
     ADMIN_PASSWORD,
@@ -189,3 +190,16 @@ def test_a_token_verified_under_one_secret_is_refused_under_another(api_settings
     other = api_settings.model_copy(update={"secret_key": SecretStr("x" * 48)})
     with pytest.raises(AuthError, match="invalid"):
         decode_access_token(token, other)
+
+
+@pytest.mark.parametrize("group", ["not-a-group", "A" * 32, "0" * 31, "0" * 32 + "0"])
+async def test_a_group_header_that_is_not_a_group_id_is_a_422(client, alice, group):
+    """``X-Kasal-Group`` is read by the principal dependency itself (no FastAPI header
+    parameter): a malformed one is still refused before anything is looked up."""
+    response = await client.get(EXECUTIONS, headers={**alice, "X-Kasal-Group": group})
+    error = assert_error(response, 422, "validation_error")
+    assert error["details"][0]["field"] == "header.X-Kasal-Group"
+    assert group not in response.text  # inputs are not echoed
+    _, group_id = await _me(client, alice)
+    ok = await client.get(EXECUTIONS, headers={**alice, "X-Kasal-Group": group_id})
+    assert ok.status_code == 200, ok.text
