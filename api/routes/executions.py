@@ -311,12 +311,17 @@ async def live_status(state: Any, execution: Execution) -> ExecutionStatus | Non
         return None
 
 
-def stored_tasks(execution: Execution) -> list[TaskStatus]:
-    """Per-task progress as stored, or every task pending if nothing is stored yet."""
+def stored_tasks(execution: Execution) -> list[Any]:
+    """Per-task progress as stored (:class:`TaskStatus` data, validated where it is used),
+    or every task pending if nothing is stored yet."""
     if execution.status_detail:
-        return ExecutionStatus.model_validate(execution.status_detail).tasks
+        return list(execution.status_detail["tasks"])
     tasks = (execution.spec or {}).get("tasks", [])
     return [TaskStatus(name=t["name"], agent=t["agent"]) for t in tasks]
+
+
+#: The columns an :class:`ExecutionSummary` shows, read off the row as they are.
+SUMMARY_FIELDS = tuple(ExecutionSummary.model_fields)
 
 
 @router.get("/{execution_id}", response_model=ExecutionOut)
@@ -327,7 +332,8 @@ async def get_execution(
     executions = ExecutionRepository(session)
     # Without the result (possibly large): a status read never shows it.
     execution = await execution_for(session, principal, execution_id, status_only=True)
-    base = ExecutionSummary.model_validate(execution).model_dump()
+    # One validation of the whole answer, not one per part.
+    base = {name: getattr(execution, name) for name in SUMMARY_FIELDS}
     if execution.status not in FINISHED:
         live = await live_status(state, execution)
         if live is not None:
@@ -340,23 +346,27 @@ async def get_execution(
                 error=live.error,
             )
             return _json(
-                ExecutionOut(
-                    **base,
-                    inputs=execution.inputs,
-                    token_usage=live.token_usage,
-                    tasks=live.tasks,
-                    event_count=live.event_count,
+                ExecutionOut.model_validate(
+                    {
+                        **base,
+                        "inputs": execution.inputs,
+                        "token_usage": live.token_usage,
+                        "tasks": live.tasks,
+                        "event_count": live.event_count,
+                    }
                 )
             )
     if not execution.status_detail:
         await session.refresh(execution, ["spec"])  # the tasks' names, all pending
     return _json(
-        ExecutionOut(
-            **base,
-            inputs=execution.inputs,
-            token_usage=TokenUsage.model_validate(execution.token_usage or {}),
-            tasks=stored_tasks(execution),
-            event_count=execution.event_count,
+        ExecutionOut.model_validate(
+            {
+                **base,
+                "inputs": execution.inputs,
+                "token_usage": execution.token_usage or {},
+                "tasks": stored_tasks(execution),
+                "event_count": execution.event_count,
+            }
         )
     )
 
