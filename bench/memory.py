@@ -13,6 +13,10 @@ one answering after ``--latency`` seconds, so executions stay in flight. Printed
   (every execution has a task in flight), the worker's RSS and threads, and the growth over
   ``warm`` in MB per 1,000 running executions. The executions then finish and the worker
   settles before the next count.
+- beside each count, plain CrewAI's own figure, measured first in a process of its own
+  (``bench/crewai_memory.py``, skipped with ``--no-crewai``): N one-task crews kicked off at
+  once through CrewAI's OpenAI provider, every call held, RSS growth over warm. Every Kasal
+  attempt runs that same CrewAI code, so it is the floor under Kasal's figure.
 
 ``--max-activities 1`` (the worker's ``KASAL_MAX_CONCURRENT_ACTIVITIES``) measures what the
 workflows alone hold: one task runs, the other executions wait as cached workflows (the
@@ -63,6 +67,37 @@ def describe(pid: int) -> str:
     )
 
 
+async def plain_crewai(fast_port: int, count: int) -> dict[str, float]:
+    """bench/crewai_memory.py in a process of its own: plain CrewAI's RSS with ``count``
+    tasks in flight, against a slow server of its own that holds every call."""
+    import json
+
+    port = free_port()
+    server = llm_server(port, 600)
+    try:
+        async with httpx.AsyncClient() as http:
+            for _ in range(150):
+                try:
+                    await http.get(f"http://127.0.0.1:{port}/stats")
+                    break
+                except httpx.TransportError:
+                    await asyncio.sleep(0.2)
+        done = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "bench.crewai_memory"]
+            + [f"http://127.0.0.1:{p}/v1" for p in (fast_port, port)]
+            + [str(count)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=True,
+        )
+        return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+    finally:
+        server.kill()
+
+
 def llm_server(port: int, latency: float) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [
@@ -79,7 +114,12 @@ def llm_server(port: int, latency: float) -> subprocess.Popen[bytes]:
 
 
 async def main(
-    counts: list[int], latency: float, tasks: int, max_activities: int | None, settle: float
+    counts: list[int],
+    latency: float,
+    tasks: int,
+    max_activities: int | None,
+    settle: float,
+    crewai: bool = True,
 ) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         server = await EmbeddedTemporal(Path(tmp), port=free_port(), ui_port=None).start()
@@ -130,6 +170,7 @@ async def main(
                     return int(stats["in_flight"])
 
                 for count in counts:
+                    plain = await plain_crewai(fast_port, count) if crewai else None
                     began = time.monotonic()
                     handles = await asyncio.gather(
                         *(
@@ -153,6 +194,16 @@ async def main(
                         "per 1000 running",
                         flush=True,
                     )
+                    if plain is not None:
+                        grown = plain["held"] - plain["warm"]
+                        print(
+                            f"      plain CrewAI, {count} tasks in flight: RSS "
+                            f"{plain['warm']:.1f} -> {plain['held']:.1f} MB, threads "
+                            f"{plain['warm_threads']} -> {plain['held_threads']}  "
+                            f"+{grown:6.1f} MB = {grown / count * 1000:6.1f} MB per 1000; "
+                            f"Kasal / CrewAI {(rss - warm) / grown:.2f}x",
+                            flush=True,
+                        )
                     if target < count:  # the rest would wait for the one slot: cancel
                         await asyncio.gather(*(h.cancel() for h in handles))
                     outcomes = await asyncio.gather(*running, return_exceptions=True)
@@ -177,6 +228,18 @@ if __name__ == "__main__":
     parser.add_argument("--tasks", type=int, default=1)
     parser.add_argument("--max-activities", type=int, help="the worker's activity slots")
     parser.add_argument("--settle", type=float, default=3.0, help="seconds before reading RSS")
+    parser.add_argument(
+        "--no-crewai", action="store_true", help="skip plain CrewAI's figure for each count"
+    )
     args = parser.parse_args()
     counts = [int(c) for c in args.crews.split(",")]
-    asyncio.run(main(counts, args.latency, args.tasks, args.max_activities, args.settle))
+    asyncio.run(
+        main(
+            counts,
+            args.latency,
+            args.tasks,
+            args.max_activities,
+            args.settle,
+            crewai=not args.no_crewai,
+        )
+    )
