@@ -59,7 +59,7 @@ class CrewActivities:
     def __init__(
         self,
         journal: JournalStore,
-        executor: concurrent.futures.ThreadPoolExecutor | None = None,
+        executor: concurrent.futures.Executor | None = None,
         blobs: BlobStore | None = None,
         memory: MemoryStore | None = None,
         slots: ComputeSlots | None = None,

@@ -17,6 +17,8 @@ one answering after ``--latency`` seconds, so executions stay in flight. Printed
   (``bench/crewai_memory.py``, skipped with ``--no-crewai``): N one-task crews kicked off at
   once through CrewAI's OpenAI provider, every call held, RSS growth over warm. Every Kasal
   attempt runs that same CrewAI code, so it is the floor under Kasal's figure.
+- ``idle again``: the worker ``--rest`` seconds after the last count's executions ended
+  (its idle attempt threads end after a minute).
 
 ``--max-activities 1`` (the worker's ``KASAL_MAX_CONCURRENT_ACTIVITIES``) measures what the
 workflows alone hold: one task runs, the other executions wait as cached workflows (the
@@ -120,6 +122,7 @@ async def main(
     max_activities: int | None,
     settle: float,
     crewai: bool = True,
+    rest: float = 0,
 ) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         server = await EmbeddedTemporal(Path(tmp), port=free_port(), ui_port=None).start()
@@ -214,6 +217,9 @@ async def main(
                         + (f", first: {failed[0]!r:.200})" if failed else ")"),
                         flush=True,
                     )
+                if rest:
+                    await asyncio.sleep(rest)
+                    print(f"idle again ({rest:.0f} s later)  {describe(pid)}", flush=True)
         finally:
             worker.kill()
             fast.kill()
@@ -231,6 +237,12 @@ if __name__ == "__main__":
     parser.add_argument(
         "--no-crewai", action="store_true", help="skip plain CrewAI's figure for each count"
     )
+    parser.add_argument(
+        "--rest",
+        type=float,
+        default=70.0,
+        help="after the last count, seconds idle before reading RSS again (0: skip)",
+    )
     args = parser.parse_args()
     counts = [int(c) for c in args.crews.split(",")]
     asyncio.run(
@@ -241,5 +253,6 @@ if __name__ == "__main__":
             args.max_activities,
             args.settle,
             crewai=not args.no_crewai,
+            rest=args.rest,
         )
     )

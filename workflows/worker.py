@@ -329,7 +329,7 @@ def build_worker(
     sessions: async_sessionmaker[AsyncSession],
     *,
     settings: Settings | None = None,
-    executor: concurrent.futures.ThreadPoolExecutor | None = None,
+    executor: concurrent.futures.Executor | None = None,
     journal: JournalStore | None = None,
     **options: Any,
 ) -> Worker:
@@ -414,14 +414,16 @@ async def run_worker(
     from activities.loops import install as own_task_loops
     from kasal.db.engine import create_engine, session_factory
     from kasal.heap import settle as settle_heap
+    from kasal.thread_pool import IdleThreadPool
 
     settings = settings or get_settings()
     await prepare_database(settings)
     # Pooled: every paid LLM call is journaled before CrewAI goes on.
     engine = create_engine(settings.resolved_database_url())
     try:
-        with concurrent.futures.ThreadPoolExecutor(
-            max_workers=settings.max_concurrent_activities, thread_name_prefix="kasal-task"
+        # Attempt threads end after a minute idle: a burst's do not stay for the worker's life.
+        with IdleThreadPool(
+            settings.max_concurrent_activities, idle_seconds=60, thread_name_prefix="kasal-task"
         ) as executor:
             worker = build_worker(
                 client, task_queue, session_factory(engine), settings=settings, executor=executor
