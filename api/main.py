@@ -166,7 +166,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ws.router, prefix=API_PREFIX)
     app.include_router(health.router)
     app.include_router(asyncapi.router)
-    install_openapi(app, [(API_PREFIX, router) for router in routers])
+    included = [(API_PREFIX, router) for router in (*routers, ws.router)]
+    install_openapi(app, [*included, ("", health.router), ("", asyncapi.router)])
     # Last: the metrics middleware and the tracing middleware wrap everything above.
     install_observability(app, settings)
     return app

@@ -275,8 +275,9 @@ def disable_crewai_telemetry(settings: Settings | None = None) -> None:
     # CrewAI collects a first-time user's traces even with its tracing off (no
     # ``.crewai_user.json`` yet, as on every fresh worker): its trace listener then keeps
     # every event of every task until a ``Crew.kickoff`` ends, and a worker's per-task
-    # attempts never end one, so a worker kept them all (~250 MB per 1,000 crews, for its
-    # whole life). CREWAI_TESTING is the switch CrewAI reads to skip that first-run
-    # collection and its prompts, and recording kickoffs into the working directory.
+    # attempts never end one, so a worker kept them all, prompts and outputs included, for
+    # its whole life (12,120 after three bursts of 1,000 crews). CREWAI_TESTING is the
+    # switch CrewAI reads to skip that first-run collection and its prompts, and recording
+    # kickoffs into the working directory.
     if os.environ.get("CREWAI_TRACING_ENABLED", "").lower() in ("false", "0"):
         os.environ.setdefault("CREWAI_TESTING", "true")
