@@ -311,9 +311,9 @@ async def live_status(state: Any, execution: Execution) -> ExecutionStatus | Non
         return None
 
 
-def stored_tasks(execution: Execution) -> list[Any]:
-    """Per-task progress as stored (:class:`TaskStatus` data, validated where it is used),
-    or every task pending if nothing is stored yet."""
+def stored_tasks(execution: Execution) -> list[dict[str, Any] | TaskStatus]:
+    """Per-task progress as stored (:class:`TaskStatus` data, validated where the answer
+    is), or every task pending if nothing is stored yet."""
     if execution.status_detail:
         return list(execution.status_detail["tasks"])
     tasks = (execution.spec or {}).get("tasks", [])
