@@ -158,8 +158,9 @@ class LLMObserver:
         """Called after each successful call."""
 
     def check(self) -> None:
-        """Raises if the attempt must stop; a provider call in flight is then abandoned
-        (its thread finishes on its own and its answer is dropped)."""
+        """Raises if the attempt must stop; a provider call in flight is then cancelled (one
+        awaited on the worker's loop) or abandoned (one in a thread: it finishes on its own
+        and its answer is dropped)."""
 
     def stop_signal(self) -> concurrent.futures.Future[None] | None:
         """Done once the attempt must stop (None: it never does)."""
@@ -178,6 +179,11 @@ class LLMObserver:
     def waiting(self) -> contextlib.AbstractContextManager[None]:
         """Around a wait on a provider or a tool: the attempt computes nothing meanwhile."""
         return contextlib.nullcontext()
+
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The event loop this attempt's provider calls may be awaited on (None: each call
+        runs in a thread of its own)."""
+        return None
 
 
 class ComputeSlots:
@@ -300,8 +306,7 @@ class SlotHolder:
 def call_abandonable(observer: LLMObserver, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
     """``fn(*args, **kw)`` in a daemon thread of its own, abandoned the moment the observer's
     stop signal fires (a blocking HTTP request cannot be interrupted: its answer is dropped,
-    and it never delays exit). Waits on both without polling: a thousand calls in flight
-    cost no CPU while they wait."""
+    and it never delays exit)."""
     future: concurrent.futures.Future[T] = concurrent.futures.Future()
     run = contextvars.copy_context().run
 
@@ -312,6 +317,16 @@ def call_abandonable(observer: LLMObserver, fn: Callable[..., T], *args: Any, **
             future.set_exception(exc)
 
     threading.Thread(target=target, name="kasal-llm-call", daemon=True).start()
+    return _wait_unless_stopped(observer, future)
+
+
+def _wait_unless_stopped(
+    observer: LLMObserver,
+    future: concurrent.futures.Future[T],
+    abandon: Callable[[], None] | None = None,
+) -> T:
+    """``future``'s result, or the observer's stop (``abandon()``, then its error) if that
+    comes first. Waits on both without polling: a thousand calls in flight cost no CPU."""
     waits: list[concurrent.futures.Future[Any]] = [future]
     stop = observer.stop_signal()
     if stop is not None:
@@ -319,8 +334,50 @@ def call_abandonable(observer: LLMObserver, fn: Callable[..., T], *args: Any, **
     with observer.waiting():
         concurrent.futures.wait(waits, return_when=concurrent.futures.FIRST_COMPLETED)
     if not future.done():
+        if abandon is not None:
+            abandon()
         observer.check()  # raises: the attempt stopped
     return future.result()
+
+
+def await_abandonable(
+    observer: LLMObserver,
+    loop: asyncio.AbstractEventLoop,
+    start: Callable[[], Coroutine[Any, Any, T]],
+) -> T:
+    """Await ``start()`` on ``loop`` (the worker's) from CrewAI's thread and wait for it, as
+    :func:`call_abandonable` does, holding no thread of its own while the provider answers.
+    When the observer's stop signal fires the call is cancelled: its request is closed, not
+    left to finish. The coroutine runs in a copy of the calling thread's context."""
+    future: concurrent.futures.Future[T] = concurrent.futures.Future()
+    context = contextvars.copy_context()
+    running: list[asyncio.Task[T]] = []
+
+    def settle(task: asyncio.Task[T]) -> None:
+        if task.cancelled():
+            future.cancel()
+        elif (exc := task.exception()) is not None:
+            future.set_exception(exc)
+        else:
+            future.set_result(task.result())
+
+    def begin() -> None:
+        if not future.set_running_or_notify_cancel():
+            return  # stopped before the loop got to it: never sent
+        task = loop.create_task(start(), context=context)
+        running.append(task)
+        task.add_done_callback(settle)
+
+    def cancel() -> None:
+        for task in running:
+            task.cancel()
+
+    def abandon() -> None:
+        if not future.cancel():  # sent already: cancel the request
+            loop.call_soon_threadsafe(cancel)
+
+    loop.call_soon_threadsafe(begin)
+    return _wait_unless_stopped(observer, future, abandon)
 
 
 def _as_messages(messages: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -361,6 +418,11 @@ class ObservedLLM(BaseLLM):
 
     def get_context_window_size(self) -> int:
         return int(self._inner.get_context_window_size())
+
+    def _awaitable(self) -> bool:
+        """Whether the provider's calls can be awaited on the worker's loop (Kasal's own
+        provider classes say so; any other LLM is called in a thread)."""
+        return bool(getattr(type(self._inner), "awaitable_calls", False))
 
     def call(  # type: ignore[override]
         self,
@@ -420,17 +482,25 @@ class ObservedLLM(BaseLLM):
         token = _crewai_retry._active_llm_rate_limit_retry.set(True)
         try:
             self._inner.stop = list(self.stop)
-            result = call_abandonable(
-                self._observer,
-                self._inner.call,
-                messages,
-                tools=tools,
-                callbacks=callbacks,
-                available_functions=available_functions,
-                from_task=from_task,
-                from_agent=from_agent,
-                response_model=response_model,
-            )
+            kwargs: dict[str, Any] = {
+                "tools": tools,
+                "callbacks": callbacks,
+                "available_functions": available_functions,
+                "from_task": from_task,
+                "from_agent": from_agent,
+                "response_model": response_model,
+            }
+            loop = self._observer.loop()
+            # Awaited on the worker's loop when the provider has a real async path. Not with
+            # available_functions: the provider would then run the tool itself, on the loop.
+            if loop is not None and not available_functions and self._awaitable():
+                result = await_abandonable(
+                    self._observer,
+                    loop,
+                    lambda: self._inner.acall(messages, **kwargs),  # type: ignore[arg-type]
+                )
+            else:
+                result = call_abandonable(self._observer, self._inner.call, messages, **kwargs)
         except ProviderError:
             raise
         except Exception as exc:
@@ -744,6 +814,9 @@ class TaskObserver(LLMObserver):
 
     def waiting(self) -> contextlib.AbstractContextManager[None]:
         return self.slot.waiting() if self.slot is not None else contextlib.nullcontext()
+
+    def loop(self) -> asyncio.AbstractEventLoop:
+        return self.publisher.loop
 
     def supersede(self, newest: int) -> None:
         """A newer attempt runs: stop at once, even in the middle of a provider call."""

@@ -16,6 +16,7 @@ must see every failure to count and report it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
@@ -23,9 +24,10 @@ import os
 import re
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from crewai.llms.base_llm import BaseLLM
 from pydantic import PrivateAttr
@@ -361,45 +363,61 @@ _build_lock = threading.Lock()
 #: and CrewAI built a sync and an async client for every activity: ~53 ms under
 #: ``_build_lock`` before the first request (measured), plus a new connection per task.
 #: Sharing it: a 10-task crew on a local OpenAI-compatible stub, 121-132 -> 51-62 ms/task.
-#: The SDK's sync client is thread-safe; only it is shared. The async client binds its
-#: connections to an event loop, so each LLM still builds its own, if and when it is used.
+#: The SDK's sync client is thread-safe. An async client's connections belong to the event
+#: loop it is used on, so async clients are shared per loop: a worker's tasks await their
+#: provider calls on its one loop (:func:`activities.journal.await_abandonable`).
 _SYNC_CLIENTS: dict[str, Any] = {}
-_SYNC_CLIENTS_MAX = 32
+_ASYNC_CLIENTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, Any]] = (
+    weakref.WeakKeyDictionary()
+)
+_CLIENTS_MAX = 32
 
 
-def _shared_sync_client(llm: Any) -> Any:
-    """The sync OpenAI client for ``llm``'s configuration, built once per worker."""
+def _shared_client(llm: Any, *, awaited: bool) -> Any:
+    """The OpenAI client (sync, or async for the running loop) for ``llm``'s configuration,
+    built once per worker."""
     params = llm._get_client_params()
     key = repr(sorted(params.items()))
-    client = _SYNC_CLIENTS.get(key)
+    if awaited:
+        clients = _ASYNC_CLIENTS.setdefault(asyncio.get_running_loop(), {})
+    else:
+        clients = _SYNC_CLIENTS
+    client = clients.get(key)
     if client is None:
-        client = _sync_client(llm, params)
-        if len(_SYNC_CLIENTS) >= _SYNC_CLIENTS_MAX:
-            _SYNC_CLIENTS.pop(next(iter(_SYNC_CLIENTS)))  # the oldest; its users keep it
-        _SYNC_CLIENTS[key] = client
+        client = _new_client(llm, params, awaited=awaited)
+        if len(clients) >= _CLIENTS_MAX:
+            clients.pop(next(iter(clients)))  # the oldest; its users keep it
+        clients[key] = client
     return client
 
 
-def _sync_client(llm: Any, params: dict[str, Any]) -> Any:
-    """CrewAI's sync client for ``llm`` (``OpenAI(**params)``), its connections in small
-    pools (:class:`~kasal.http_pool.ShardedTransport`): a worker's calls all share it."""
+def _new_client(llm: Any, params: dict[str, Any], *, awaited: bool) -> Any:
+    """CrewAI's client for ``llm`` (``OpenAI(**params)`` or ``AsyncOpenAI``), its
+    connections in small pools (:mod:`kasal.http_pool`): a worker's calls all share it."""
     if "http_client" in params:  # the spec's own client: left as CrewAI builds it
-        return llm._build_sync_client()
-    from openai import DefaultHttpxClient, OpenAI
+        return llm._build_async_client() if awaited else llm._build_sync_client()
+    from openai import AsyncOpenAI, DefaultAsyncHttpxClient, DefaultHttpxClient, OpenAI
 
-    from kasal.http_pool import ShardedTransport
+    from kasal.http_pool import AsyncShardedTransport, ShardedTransport
 
+    if awaited:
+        http = DefaultAsyncHttpxClient(transport=AsyncShardedTransport())
+        return AsyncOpenAI(**params, http_client=http)
     return OpenAI(**params, http_client=DefaultHttpxClient(transport=ShardedTransport()))
 
 
 def _openai_completion_class() -> type[BaseLLM]:
-    """CrewAI's OpenAI LLM, with a per-worker sync client instead of two fresh clients."""
+    """CrewAI's OpenAI LLM, with per-worker clients instead of two fresh ones per LLM."""
     global _OpenAICompletion
     if _OpenAICompletion is None:
         from crewai.llms.providers.openai.completion import OpenAICompletion
         from pydantic import model_validator
 
         class SharedClientOpenAICompletion(OpenAICompletion):
+            #: Its calls can be awaited on the worker's event loop (``acall``), holding no
+            #: thread while the provider answers.
+            awaitable_calls: ClassVar[bool] = True
+
             # Same name as the parent's validator, so it replaces it.
             @model_validator(mode="after")
             def _init_clients(self) -> SharedClientOpenAICompletion:
@@ -407,8 +425,13 @@ def _openai_completion_class() -> type[BaseLLM]:
                     return super()._init_clients()  # type: ignore[no-any-return, operator]
                 # No key yet (ValueError): CrewAI builds the client on first use.
                 with contextlib.suppress(ValueError):
-                    self._client = _shared_sync_client(self)
+                    self._client = _shared_client(self, awaited=False)
                 return self
+
+            def _get_async_client(self) -> Any:
+                if self._async_client is not None or self.interceptor is not None:
+                    return super()._get_async_client()
+                return _shared_client(self, awaited=True)
 
         _OpenAICompletion = SharedClientOpenAICompletion
     return _OpenAICompletion

@@ -330,3 +330,64 @@ async def test_an_attempt_beats_first_when_the_server_timed_it_from(
     low, high = first_beat_after
     assert beats and low <= beats[0] <= high, beats
     assert len(beats) >= 2  # and then every half second
+
+
+async def test_a_provider_call_is_awaited_on_the_workers_loop_and_a_stop_closes_it(
+    store, llm_stub, monkeypatch
+):
+    """Kasal's OpenAI-compatible provider answers an attempt's call on the activity's event
+    loop: no thread is started for it. An attempt stopped mid-call stops at once, and its
+    request is closed (the connection's slot is free again), not left to finish."""
+    import threading
+
+    from kasal.http_pool import AsyncShardedTransport
+    from kasal.llm import build_llm
+    from kasal.settings import get_settings
+    from kasal.spec import LLMSpec
+    from kasal.testing.llm_stub import ModelBehaviour
+
+    from activities.journal import ObservedLLM
+
+    monkeypatch.setattr(get_settings(), "llm_base_urls", ["http://127.0.0.1:"])
+    started: list[str] = []
+    real_start = threading.Thread.start
+
+    def start(thread: threading.Thread) -> None:
+        started.append(thread.name)
+        real_start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+    observer, _ = await observer_for(store)
+    llm = ObservedLLM.wrap(
+        build_llm(LLMSpec(model="compatible/awaited", base_url=llm_stub.base_url)), observer
+    )
+    prompt = [{"role": "user", "content": "Current Task: say hi"}]
+    answer = await in_thread(llm.call, prompt)  # from a thread of its own, as CrewAI calls
+    assert "Final Answer" in answer
+    assert "kasal-llm-call" not in started
+    assert isinstance(llm.inner._get_async_client()._client._transport, AsyncShardedTransport)
+
+    llm_stub.behaviours["glacial"] = ModelBehaviour(latency=15.0)
+    stopped, _ = await observer_for(store, attempt=2)
+    slow = ObservedLLM.wrap(
+        build_llm(LLMSpec(model="compatible/glacial", base_url=llm_stub.base_url)), stopped
+    )
+    transport = slow.inner._get_async_client()._client._transport
+    # Another prompt: the same one would be replayed from the first call's journal.
+    other = [{"role": "user", "content": "Current Task: think hard"}]
+    call = asyncio.ensure_future(in_thread(slow.call, other))
+    for _ in range(100):
+        if llm_stub.requests_for("glacial", None):
+            break
+        await asyncio.sleep(0.05)
+    assert sum(s.in_flight for s in transport._shards) == 1
+    asked = time.monotonic()
+    stopped.cancel()
+    with pytest.raises(TaskCancelled):
+        await asyncio.wait_for(call, 5)
+    assert time.monotonic() - asked < 1.0
+    for _ in range(50):  # the cancel reaches the request on the loop
+        if sum(s.in_flight for s in transport._shards) == 0:
+            break
+        await asyncio.sleep(0.02)
+    assert sum(s.in_flight for s in transport._shards) == 0

@@ -106,3 +106,35 @@ def test_the_workers_provider_client_pools_its_connections_so(llm_stub, monkeypa
     answer = llm.call([{"role": "user", "content": "Current Task: say hi"}])
     assert "Final Answer" in answer
     assert len(llm_stub.requests_for("pooled")) == 1
+
+
+async def test_the_async_transport_spreads_reuses_and_frees_a_cancelled_requests_slot(server):
+    """The pools a worker's awaited provider calls share behave as the sync ones do, and a
+    call cancelled mid-request (a stopped attempt) gives its slot back."""
+    import asyncio
+
+    from kasal.http_pool import AsyncShardedTransport
+
+    transport = AsyncShardedTransport(per_shard=8)
+    async with httpx.AsyncClient(transport=transport) as client:
+
+        async def burst() -> list[int]:
+            answers = await asyncio.gather(*(client.get(_url(server)) for _ in range(40)))
+            return [a.status_code for a in answers]
+
+        assert await burst() == [200] * 40
+        assert transport.shards == 5
+        assert len(server.ports) == 40
+        assert await burst() == [200] * 40
+        assert len(server.ports) == 40 and transport.shards == 5
+
+        calls = [asyncio.create_task(client.get(_url(server))) for _ in range(8)]
+        await asyncio.sleep(0.1)  # all 8 are waiting on the server
+        for call in calls:
+            call.cancel()
+        await asyncio.gather(*calls, return_exceptions=True)
+        # Every slot came back: 40 more fit in the 5 pools there are.
+        assert await burst() == [200] * 40
+        assert transport.shards == 5
+    with pytest.raises(RuntimeError, match="closed"):
+        await transport.handle_async_request(httpx.Request("GET", _url(server)))
