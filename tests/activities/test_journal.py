@@ -340,13 +340,12 @@ async def test_a_provider_call_is_awaited_on_the_workers_loop_and_a_stop_closes_
     request is closed (the connection's slot is free again), not left to finish."""
     import threading
 
+    from activities.journal import ObservedLLM
     from kasal.http_pool import AsyncShardedTransport
     from kasal.llm import build_llm
     from kasal.settings import get_settings
     from kasal.spec import LLMSpec
     from kasal.testing.llm_stub import ModelBehaviour
-
-    from activities.journal import ObservedLLM
 
     monkeypatch.setattr(get_settings(), "llm_base_urls", ["http://127.0.0.1:"])
     started: list[str] = []
