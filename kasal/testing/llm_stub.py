@@ -60,6 +60,15 @@ class LoggedRequest:
     answered_at: float | None = None
 
 
+class _Server(ThreadingHTTPServer):
+    # Connections waiting to be accepted, as a provider's front end keeps them (nginx: 511).
+    # With the standard library's 5, a worker opening a hundred connections at once (a
+    # standby taking over a killed worker's tasks) lost most of its SYNs, and each came back
+    # after the kernel's retransmission backoff: 1, 3, 7 s.
+    request_queue_size = 1024
+    daemon_threads = True
+
+
 class StubLLMServer:
     """An OpenAI-compatible ``/v1/chat/completions`` server on a free port."""
 
@@ -69,8 +78,7 @@ class StubLLMServer:
         self.lock = threading.Lock()
         self.blocked = threading.Event()  # set when a request is blocked at ``block_at``
         self.release = threading.Event()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
+        self._server = _Server(("127.0.0.1", 0), self._handler())
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @property

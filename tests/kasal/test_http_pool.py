@@ -21,7 +21,11 @@ class _Slow(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
         self.server.ports.add(self.client_address[1])  # type: ignore[attr-defined]
-        time.sleep(0.3)
+        gate = getattr(self.server, "gate", None)
+        if gate is None:
+            time.sleep(0.3)
+        else:  # a burst: nobody is answered before all of it has arrived
+            gate.wait(10)
         body = b"x" * 100_000 if self.path == "/big" else b'{"ok": true}'
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -33,10 +37,18 @@ class _Slow(http.server.BaseHTTPRequestHandler):
         pass
 
 
+class _Server(http.server.ThreadingHTTPServer):
+    # A burst's connections all wait to be accepted, as at a provider (the default backlog
+    # is 5).
+    request_queue_size = 128
+    daemon_threads = True
+    #: Set for a burst: each request is answered once all of the burst's have arrived.
+    gate: threading.Barrier | None = None
+
+
 @pytest.fixture
 def server() -> Iterator[http.server.ThreadingHTTPServer]:
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Slow)
-    srv.daemon_threads = True
+    srv = _Server(("127.0.0.1", 0), _Slow)
     srv.ports = set()  # type: ignore[attr-defined]
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
     thread.start()
@@ -50,6 +62,9 @@ def _url(srv: http.server.ThreadingHTTPServer, path: str = "/") -> str:
 
 
 def test_a_burst_spreads_over_small_pools_and_the_next_reuses_their_connections(server):
+    # 40 in flight at once however slowly this machine starts them: a pool that queued a
+    # request instead (more than 8 in one) would hold it past the gate, which then breaks.
+    server.gate = threading.Barrier(40)
     transport = ShardedTransport(per_shard=8)
     with httpx.Client(transport=transport) as client, ThreadPoolExecutor(40) as pool:
 
@@ -115,6 +130,7 @@ async def test_the_async_transport_spreads_reuses_and_frees_a_cancelled_requests
 
     from kasal.http_pool import AsyncShardedTransport
 
+    server.gate = threading.Barrier(40)
     transport = AsyncShardedTransport(per_shard=8)
     async with httpx.AsyncClient(transport=transport) as client:
 
@@ -128,12 +144,14 @@ async def test_the_async_transport_spreads_reuses_and_frees_a_cancelled_requests
         assert await burst() == [200] * 40
         assert len(server.ports) == 40 and transport.shards == 5
 
+        server.gate = None  # each answered after 0.3 s
         calls = [asyncio.create_task(client.get(_url(server))) for _ in range(8)]
         await asyncio.sleep(0.1)  # all 8 are waiting on the server
         for call in calls:
             call.cancel()
         await asyncio.gather(*calls, return_exceptions=True)
         # Every slot came back: 40 more fit in the 5 pools there are.
+        server.gate = threading.Barrier(40)
         assert await burst() == [200] * 40
         assert transport.shards == 5
     with pytest.raises(RuntimeError, match="closed"):
