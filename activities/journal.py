@@ -159,7 +159,7 @@ class LLMObserver:
 
     def check(self) -> None:
         """Raises if the attempt must stop; a provider call in flight is then cancelled (one
-        awaited on the worker's loop) or abandoned (one in a thread: it finishes on its own
+        awaited on the provider loop) or abandoned (one in a thread: it finishes on its own
         and its answer is dropped)."""
 
     def stop_signal(self) -> concurrent.futures.Future[None] | None:
@@ -303,6 +303,31 @@ class SlotHolder:
                 self.take()
 
 
+_provider_loop: asyncio.AbstractEventLoop | None = None
+_provider_loop_lock = threading.Lock()
+
+
+def provider_loop() -> asyncio.AbstractEventLoop:
+    """The event loop a worker's awaited provider calls run on, in a thread of its own.
+
+    Not the worker's loop: that one sends heartbeats and starts and completes activities, and
+    under load it gets a slice of the interpreter no larger than a computing task's. With the
+    calls' requests and answers on it, a standby worker took 6.4-7.2 s to run a killed
+    worker's task again; on a loop of their own, 3.7-4.0 s (``bench/recovery.py``, 100 crews
+    running, 2 s heartbeat timeout; same-run figures in the README).
+    """
+    global _provider_loop
+    with _provider_loop_lock:
+        if _provider_loop is None or _provider_loop.is_closed():
+            loop = asyncio.new_event_loop()
+            thread = threading.Thread(
+                target=loop.run_forever, name="kasal-provider-calls", daemon=True
+            )
+            thread.start()
+            _provider_loop = loop
+        return _provider_loop
+
+
 def call_abandonable(observer: LLMObserver, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
     """``fn(*args, **kw)`` in a daemon thread of its own, abandoned the moment the observer's
     stop signal fires (a blocking HTTP request cannot be interrupted: its answer is dropped,
@@ -345,7 +370,7 @@ def await_abandonable(
     loop: asyncio.AbstractEventLoop,
     start: Callable[[], Coroutine[Any, Any, T]],
 ) -> T:
-    """Await ``start()`` on ``loop`` (the worker's) from CrewAI's thread and wait for it, as
+    """Await ``start()`` on ``loop`` (:func:`provider_loop`) from CrewAI's thread and wait, as
     :func:`call_abandonable` does, holding no thread of its own while the provider answers.
     When the observer's stop signal fires the call is cancelled: its request is closed, not
     left to finish. The coroutine runs in a copy of the calling thread's context."""
@@ -354,8 +379,8 @@ def await_abandonable(
     running: list[asyncio.Task[T]] = []
 
     def settle(task: asyncio.Task[T]) -> None:
-        if task.cancelled():
-            future.cancel()
+        if task.cancelled():  # by the stop, or by the loop's own end: the wait ends either way
+            future.set_exception(RuntimeError("the provider call was cancelled on its loop"))
         elif (exc := task.exception()) is not None:
             future.set_exception(exc)
         else:
@@ -420,7 +445,7 @@ class ObservedLLM(BaseLLM):
         return int(self._inner.get_context_window_size())
 
     def _awaitable(self) -> bool:
-        """Whether the provider's calls can be awaited on the worker's loop (Kasal's own
+        """Whether the provider's calls can be awaited on the provider loop (Kasal's own
         provider classes say so; any other LLM is called in a thread)."""
         return bool(getattr(type(self._inner), "awaitable_calls", False))
 
@@ -491,7 +516,7 @@ class ObservedLLM(BaseLLM):
                 "response_model": response_model,
             }
             loop = self._observer.loop()
-            # Awaited on the worker's loop when the provider has a real async path. Not with
+            # Awaited on the provider loop when the provider has a real async path. Not with
             # available_functions: the provider would then run the tool itself, on the loop.
             if loop is not None and not available_functions and self._awaitable():
                 result = await_abandonable(
@@ -816,7 +841,7 @@ class TaskObserver(LLMObserver):
         return self.slot.waiting() if self.slot is not None else contextlib.nullcontext()
 
     def loop(self) -> asyncio.AbstractEventLoop:
-        return self.publisher.loop
+        return provider_loop()
 
     def supersede(self, newest: int) -> None:
         """A newer attempt runs: stop at once, even in the middle of a provider call."""

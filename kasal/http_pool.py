@@ -20,7 +20,7 @@ make room. A pool idle for a minute is closed. Same runs: 3.2-3.5 ms per call at
 connection opened after the first burst; 3.8-4.0 ms at 1,000, nothing failed or hung.
 
 :class:`AsyncShardedTransport` is the same for the async client whose calls a worker awaits on
-its event loop (httpcore's async pool makes the same walk).
+the event loop it keeps for them (httpcore's async pool makes the same walk).
 """
 
 from __future__ import annotations
@@ -212,7 +212,7 @@ class ShardedTransport(_Shards, httpx.BaseTransport):
 
 class AsyncShardedTransport(_Shards, httpx.AsyncBaseTransport):
     """:class:`ShardedTransport` for an async client: the provider calls a worker awaits on
-    its event loop share it (its pools belong to that loop). Its pools are smaller
+    the event loop it keeps for them share it (its pools belong to that loop). Its pools are smaller
     (:data:`ASYNC_PER_SHARD`)."""
 
     default_per_shard = ASYNC_PER_SHARD

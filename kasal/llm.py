@@ -365,7 +365,7 @@ _build_lock = threading.Lock()
 #: Sharing it: a 10-task crew on a local OpenAI-compatible stub, 121-132 -> 51-62 ms/task.
 #: The SDK's sync client is thread-safe. An async client's connections belong to the event
 #: loop it is used on, so async clients are shared per loop: a worker's tasks await their
-#: provider calls on its one loop (:func:`activities.journal.await_abandonable`).
+#: provider calls on one loop kept for them (:func:`activities.journal.provider_loop`).
 _SYNC_CLIENTS: dict[str, Any] = {}
 _ASYNC_CLIENTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, Any]] = (
     weakref.WeakKeyDictionary()
@@ -414,7 +414,7 @@ def _openai_completion_class() -> type[BaseLLM]:
         from pydantic import model_validator
 
         class SharedClientOpenAICompletion(OpenAICompletion):
-            #: Its calls can be awaited on the worker's event loop (``acall``), holding no
+            #: Its calls can be awaited on an event loop (``acall``), holding no
             #: thread while the provider answers.
             awaitable_calls: ClassVar[bool] = True
 

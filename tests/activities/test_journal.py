@@ -332,15 +332,16 @@ async def test_an_attempt_beats_first_when_the_server_timed_it_from(
     assert len(beats) >= 2  # and then every half second
 
 
-async def test_a_provider_call_is_awaited_on_the_workers_loop_and_a_stop_closes_it(
+async def test_a_provider_call_is_awaited_on_the_provider_loop_and_a_stop_closes_it(
     store, llm_stub, monkeypatch
 ):
-    """Kasal's OpenAI-compatible provider answers an attempt's call on the activity's event
-    loop: no thread is started for it. An attempt stopped mid-call stops at once, and its
-    request is closed (the connection's slot is free again), not left to finish."""
+    """Kasal's OpenAI-compatible provider answers an attempt's call on the event loop the
+    worker keeps for provider calls: no thread is started for it, and the activity's own loop
+    does none of its work. An attempt stopped mid-call stops at once, and its request is
+    closed (the connection's slot is free again), not left to finish."""
     import threading
 
-    from activities.journal import ObservedLLM
+    from activities.journal import ObservedLLM, provider_loop
     from kasal.http_pool import AsyncShardedTransport
     from kasal.llm import build_llm
     from kasal.settings import get_settings
@@ -355,6 +356,17 @@ async def test_a_provider_call_is_awaited_on_the_workers_loop_and_a_stop_closes_
         started.append(thread.name)
         real_start(thread)
 
+    async def transport_of(llm: ObservedLLM) -> AsyncShardedTransport:
+        """The transport of the client ``llm``'s calls use on the provider loop."""
+
+        async def client() -> AsyncShardedTransport:
+            return llm.inner._get_async_client()._client._transport
+
+        return await asyncio.wrap_future(
+            asyncio.run_coroutine_threadsafe(client(), provider_loop())
+        )
+
+    provider_loop()  # its thread started before counting
     monkeypatch.setattr(threading.Thread, "start", start)
     observer, _ = await observer_for(store)
     llm = ObservedLLM.wrap(
@@ -364,14 +376,17 @@ async def test_a_provider_call_is_awaited_on_the_workers_loop_and_a_stop_closes_
     answer = await in_thread(llm.call, prompt)  # from a thread of its own, as CrewAI calls
     assert "Final Answer" in answer
     assert "kasal-llm-call" not in started
-    assert isinstance(llm.inner._get_async_client()._client._transport, AsyncShardedTransport)
+    assert isinstance(await transport_of(llm), AsyncShardedTransport)
+    from kasal import llm as kasal_llm
+
+    assert asyncio.get_running_loop() not in kasal_llm._ASYNC_CLIENTS  # nothing on this one
 
     llm_stub.behaviours["glacial"] = ModelBehaviour(latency=15.0)
     stopped, _ = await observer_for(store, attempt=2)
     slow = ObservedLLM.wrap(
         build_llm(LLMSpec(model="compatible/glacial", base_url=llm_stub.base_url)), stopped
     )
-    transport = slow.inner._get_async_client()._client._transport
+    transport = await transport_of(slow)
     # Another prompt: the same one would be replayed from the first call's journal.
     other = [{"role": "user", "content": "Current Task: think hard"}]
     call = asyncio.ensure_future(in_thread(slow.call, other))
@@ -390,3 +405,17 @@ async def test_a_provider_call_is_awaited_on_the_workers_loop_and_a_stop_closes_
             break
         await asyncio.sleep(0.02)
     assert sum(s.in_flight for s in transport._shards) == 0
+
+
+async def test_an_awaited_call_cancelled_on_its_loop_fails_instead_of_hanging():
+    """A provider call whose task ends cancelled by anything but the attempt's stop (its
+    loop closing, a library's own cancel scope) fails the call; the attempt's thread does
+    not wait for ever."""
+    from activities.journal import LLMObserver, await_abandonable, provider_loop
+
+    async def cancelled() -> str:
+        raise asyncio.CancelledError
+
+    call = in_thread(await_abandonable, LLMObserver(), provider_loop(), cancelled)
+    with pytest.raises(RuntimeError, match="cancelled on its loop"):
+        await asyncio.wait_for(call, 5)
