@@ -47,7 +47,7 @@ from kasal.constants import EVENTS_SIGNAL
 from kasal.db.journal import AttemptKey, JournalStore
 from kasal.exceptions import InvalidSpecError, KasalError, ProviderError
 from kasal.execution import ActivityEventsInput, Event, EventType, JournalRecord, TokenUsage
-from kasal.llm import classify_provider_error
+from kasal.llm import classify_provider_error, error_chain
 
 log = logging.getLogger(__name__)
 
@@ -1050,8 +1050,7 @@ def first_beat_in(info: activity.Info, interval: float) -> float:
 
 def as_application_error(exc: BaseException) -> ApplicationError:
     """A Temporal error that tells the retry policy whether trying again can help."""
-    cause: BaseException | None = exc
-    while cause is not None:
+    for cause in error_chain(exc):
         if isinstance(cause, JournalUnavailable):
             return ApplicationError(str(cause), type="journal_unavailable")
         if isinstance(cause, KasalError):
@@ -1070,7 +1069,6 @@ def as_application_error(exc: BaseException) -> ApplicationError:
                 # A provider that says when to come back is obeyed over the backoff.
                 next_retry_delay=timedelta(seconds=retry_after) if retry_after else None,
             )
-        cause = cause.__cause__ or cause.__context__
     return ApplicationError(f"{type(exc).__name__}: {exc}", type=type(exc).__name__)
 
 

@@ -310,7 +310,7 @@ def classify_provider_error(exc: BaseException) -> Exception:
     """Map an exception from a provider SDK to a Kasal error that says if retrying helps."""
     import openai
 
-    for err in _chain(exc):
+    for err in error_chain(exc):
         if isinstance(err, openai.AuthenticationError | openai.PermissionDeniedError):
             return ProviderAuthError(f"provider rejected the credentials: {_brief(err)}")
         if isinstance(err, openai.RateLimitError):
@@ -334,7 +334,9 @@ def classify_provider_error(exc: BaseException) -> Exception:
     return RuntimeError(str(exc))
 
 
-def _chain(exc: BaseException) -> list[BaseException]:
+def error_chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and its causes (``__cause__``, else ``__context__``), each once: a chain can
+    loop back on itself (an error raised while handling the one that caused it)."""
     seen: list[BaseException] = []
     current: BaseException | None = exc
     while current is not None and current not in seen:

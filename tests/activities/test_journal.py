@@ -419,3 +419,29 @@ async def test_an_awaited_call_cancelled_on_its_loop_fails_instead_of_hanging():
     call = in_thread(await_abandonable, LLMObserver(), provider_loop(), cancelled)
     with pytest.raises(RuntimeError, match="cancelled on its loop"):
         await asyncio.wait_for(call, 5)
+
+
+def test_an_error_whose_causes_loop_is_reported_not_walked_for_ever():
+    """An error raised while handling the error that caused it makes a cyclic chain (seen
+    from provider clients). Reporting it once spun the worker's event loop for good: no
+    heartbeat or task of that worker ran again."""
+    import concurrent.futures
+
+    from activities.journal import as_application_error
+    from kasal.exceptions import ProviderError
+
+    outer, inner = RuntimeError("outer"), ConnectionError("inner")
+    outer.__context__, inner.__context__ = inner, outer
+    behind = ProviderError("rate limited")
+    behind.retryable = True
+    looped = ValueError("looped")
+    looped.__cause__ = outer
+    outer.__cause__ = behind
+    behind.__context__ = outer
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        error = pool.submit(as_application_error, looped).result(timeout=5)
+        assert error.type == behind.code and not error.non_retryable
+        first, second = RuntimeError("first"), ConnectionError("second")
+        first.__context__, second.__context__ = second, first
+        plain = pool.submit(as_application_error, second).result(timeout=5)
+        assert plain.type == "ConnectionError"
