@@ -10,6 +10,7 @@ import asyncio
 import dataclasses
 import time
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from temporalio.testing import ActivityEnvironment
@@ -360,7 +361,8 @@ async def test_a_provider_call_is_awaited_on_the_provider_loop_and_a_stop_closes
         """The transport of the client ``llm``'s calls use on the provider loop."""
 
         async def client() -> AsyncShardedTransport:
-            return llm.inner._get_async_client()._client._transport
+            inner: Any = llm.inner  # Kasal's OpenAI-compatible class
+            return inner._get_async_client()._client._transport
 
         return await asyncio.wrap_future(
             asyncio.run_coroutine_threadsafe(client(), provider_loop())
