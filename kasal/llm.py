@@ -433,6 +433,10 @@ def _openai_completion_class() -> type[BaseLLM]:
             def _get_async_client(self) -> Any:
                 if self._async_client is not None or self.interceptor is not None:
                     return super()._get_async_client()
+                try:
+                    asyncio.get_running_loop()
+                except RuntimeError:  # asked outside a loop (CrewAI's file uploader): its own
+                    return super()._get_async_client()
                 return _shared_client(self, awaited=True)
 
         _OpenAICompletion = SharedClientOpenAICompletion

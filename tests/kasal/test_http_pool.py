@@ -156,3 +156,26 @@ async def test_the_async_transport_spreads_reuses_and_frees_a_cancelled_requests
         assert transport.shards == 5
     with pytest.raises(RuntimeError, match="closed"):
         await transport.handle_async_request(httpx.Request("GET", _url(server)))
+
+
+def test_the_async_client_is_shared_per_loop_and_built_outside_one_too(llm_stub, monkeypatch):
+    """Kasal's provider class shares its async client on a loop (the provider loop), and
+    still gives CrewAI one when asked outside any loop (its file uploader does)."""
+    import asyncio
+
+    from kasal.http_pool import AsyncShardedTransport
+    from kasal.llm import build_llm
+    from kasal.settings import get_settings
+    from kasal.spec import LLMSpec
+
+    monkeypatch.setattr(get_settings(), "llm_base_urls", ["http://127.0.0.1:"])
+    spec = LLMSpec(model="compatible/shared", base_url=llm_stub.base_url)
+    first, second = build_llm(spec), build_llm(spec)
+
+    async def clients() -> tuple[object, object]:
+        return first._get_async_client(), second._get_async_client()
+
+    a, b = asyncio.run(clients())
+    assert a is b and isinstance(a._client._transport, AsyncShardedTransport)
+    own = build_llm(spec)._get_async_client()  # no loop runs here
+    assert own is not a and not isinstance(own._client._transport, AsyncShardedTransport)
