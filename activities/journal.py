@@ -313,7 +313,7 @@ def provider_loop() -> asyncio.AbstractEventLoop:
     Not the worker's loop: that one sends heartbeats and starts and completes activities, and
     under load it gets a slice of the interpreter no larger than a computing task's. With the
     calls' requests and answers on it, a standby worker took 6.4-7.2 s to run a killed
-    worker's task again; on a loop of their own, 3.7-4.0 s (``bench/recovery.py``, 100 crews
+    worker's task again; on a loop of their own, 2.3-4.0 s (``bench/recovery.py``, 100 crews
     running, 2 s heartbeat timeout; same-run figures in the README).
     """
     global _provider_loop
