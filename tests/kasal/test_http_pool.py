@@ -179,3 +179,23 @@ def test_the_async_client_is_shared_per_loop_and_built_outside_one_too(llm_stub,
     assert a is b and isinstance(a._client._transport, AsyncShardedTransport)
     own = build_llm(spec)._get_async_client()  # no loop runs here
     assert own is not a and not isinstance(own._client._transport, AsyncShardedTransport)
+
+
+async def test_async_pools_left_idle_are_closed_but_the_last_used(server):
+    import asyncio
+
+    from kasal.http_pool import AsyncShardedTransport
+
+    transport = AsyncShardedTransport(per_shard=1, idle_seconds=0.0)
+    async with httpx.AsyncClient(transport=transport) as client:
+        answers = await asyncio.gather(*(client.get(_url(server)) for _ in range(3)))
+        assert [a.status_code for a in answers] == [200] * 3
+        assert transport.shards == 3
+        pools = [s.transport for s in transport._shards]
+        await asyncio.sleep(1.1)  # pools are looked at once a second at most
+        assert (await client.get(_url(server))).status_code == 200
+        assert transport.shards == 1
+        assert len(server.ports) == 3  # the pool kept answered on its open connection
+        # The two dropped pools closed their connections; the kept one still has its own.
+        open_connections = sorted(len(pool._pool.connections) for pool in pools)
+        assert open_connections == [0, 0, 1]
