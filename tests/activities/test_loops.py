@@ -51,3 +51,57 @@ def test_asyncio_run_beside_many_tasks_finds_only_its_own_and_still_cancels_them
         asyncio.run(main())
     """
     assert run_python(code, timeout=60) == "True [True] True [True] 2001"
+
+
+def test_loops_share_reused_threads_for_to_thread_and_still_wait_for_their_calls_at_the_end():
+    code = """
+        import asyncio, threading, time
+        from activities.loops import install
+
+        started = [0]
+        start = threading.Thread.start
+
+        def counting_start(self):
+            started[0] += 1
+            start(self)
+
+        threading.Thread.start = counting_start
+
+        def step(finished):
+            # A CrewAI step: a loop of its own, its flow methods in asyncio.to_thread, one
+            # still running when the step's coroutine is done (a timed-out wait, say).
+            def slow():
+                time.sleep(0.3)
+                finished.append(True)
+
+            async def kickoff():
+                names = await asyncio.gather(
+                    *(asyncio.to_thread(lambda: threading.current_thread().name) for _ in range(3))
+                )
+                try:
+                    await asyncio.wait_for(asyncio.to_thread(slow), 0.01)
+                except asyncio.TimeoutError:
+                    pass
+                return names
+
+            return asyncio.run(kickoff())
+
+        assert install()
+        names, waited = set(), []
+        for _ in range(20):
+            finished = []
+            names.update(step(finished))
+            waited.append(len(finished))  # asyncio.run returned only after slow() ended
+
+        loop = asyncio.new_event_loop()
+        loop.run_until_complete(loop.shutdown_default_executor())
+        try:
+            loop.run_in_executor(None, print)
+            refused = False
+        except RuntimeError:
+            refused = True
+        loop.close()
+        print(all(n.startswith("kasal-step") for n in names), waited == [1] * 20,
+              started[0] <= 4, refused)
+    """
+    assert run_python(code, timeout=60) == "True True True True"
