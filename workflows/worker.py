@@ -414,6 +414,7 @@ async def run_worker(
     from activities.loops import install as own_task_loops
     from kasal.db.engine import create_engine, session_factory
     from kasal.heap import settle as settle_heap
+    from kasal.heap import tidy_when_quiet
     from kasal.thread_pool import IdleThreadPool
 
     settings = settings or get_settings()
@@ -429,14 +430,20 @@ async def run_worker(
                 client, task_queue, session_factory(engine), settings=settings, executor=executor
             )
             # Before polling: the one full collection stops nobody's task.
-            settle_heap(settings.gc_young_threshold)
+            tidy = None
+            if settle_heap(settings.gc_young_threshold):
+                tidy = asyncio.create_task(tidy_when_quiet())  # what a burst left, freed
             own_task_loops()  # CrewAI's asyncio.run per step, beside thousands of tasks
-            async with worker:
-                await _retention(client, settings, task_queue)
-                log.info("worker polling task queue %s", task_queue)
-                if ready is not None:
-                    ready.set()
-                await (stop.wait() if stop is not None else asyncio.Event().wait())
+            try:
+                async with worker:
+                    await _retention(client, settings, task_queue)
+                    log.info("worker polling task queue %s", task_queue)
+                    if ready is not None:
+                        ready.set()
+                    await (stop.wait() if stop is not None else asyncio.Event().wait())
+            finally:
+                if tidy is not None:
+                    tidy.cancel()
     finally:
         await engine.dispose()
 

@@ -59,3 +59,40 @@ def test_the_api_settles_its_heap_when_it_has_started(tmp_path):
         """
     )
     assert out.splitlines()[-1] == "12345 True"
+
+
+def test_a_quiet_process_collects_what_its_work_left_in_cycles_but_a_busy_one_is_not_paused():
+    out = _run(
+        """
+        import asyncio, gc, time, weakref
+        from kasal.heap import tidy_when_quiet
+
+        class Node:
+            pass
+
+        def cycle():
+            a, b = Node(), Node()
+            a.other, b.other = b, a
+            return weakref.ref(a)
+
+        async def main():
+            gc.disable()  # only the tidy collects here
+            tidy = asyncio.create_task(tidy_when_quiet(every=0.1, quiet_for=0.3, after_cpu=0.3))
+            left = cycle()
+            began = time.monotonic()
+            while time.monotonic() - began < 1.0:  # work: busy for a second
+                sum(range(20_000))
+                await asyncio.sleep(0)
+            busy = left() is not None  # never collected while the process computes
+            await asyncio.sleep(1.0)  # quiet long enough: it tidies
+            tidied = left() is None
+            second = cycle()
+            await asyncio.sleep(1.0)  # still quiet, but no work since: not again
+            untouched = second() is not None
+            tidy.cancel()
+            print(busy, tidied, untouched)
+
+        asyncio.run(main())
+        """
+    )
+    assert out == "True True True"
