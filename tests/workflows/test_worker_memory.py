@@ -54,3 +54,33 @@ async def test_the_scale_settings_reach_the_worker(temporal_client, task_queue, 
         assert config["tuner"]._get_workflow_task_slot_supplier().num_slots == 7
     finally:
         await engine.dispose()
+
+
+async def test_a_worker_tidies_its_heap_while_it_runs_and_not_after(
+    temporal_client, task_queue, settings, monkeypatch
+):
+    """The worker that settles the process's heap also tidies it when quiet, until it stops."""
+    import kasal.heap
+
+    seen: list[str] = []
+
+    async def tidy() -> None:
+        seen.append("tidying")
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            seen.append("stopped")
+            raise
+
+    monkeypatch.setattr(kasal.heap, "tidy_when_quiet", tidy)
+    monkeypatch.setattr(kasal.heap, "settle", lambda threshold: True)
+    async with running_worker(temporal_client, task_queue, settings):
+        assert seen == ["tidying"]
+    await asyncio.sleep(0)
+    assert seen == ["tidying", "stopped"]
+    # A process settled already (another worker in it) leaves the tidying to that one.
+    seen.clear()
+    monkeypatch.setattr(kasal.heap, "settle", lambda threshold: False)
+    async with running_worker(temporal_client, task_queue, settings):
+        pass
+    assert seen == []
