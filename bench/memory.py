@@ -18,7 +18,8 @@ one answering after ``--latency`` seconds, so executions stay in flight. Printed
   once through CrewAI's OpenAI provider, every call held, RSS growth over warm. Every Kasal
   attempt runs that same CrewAI code, so it is the floor under Kasal's figure.
 - ``idle again``: the worker ``--rest`` seconds after the last count's executions ended
-  (its idle attempt threads end after a minute).
+  (its idle attempt threads end after a minute; quiet for 75 s, it collects what the
+  executions left in cycles and trims its heap).
 
 ``--max-activities 1`` (the worker's ``KASAL_MAX_CONCURRENT_ACTIVITIES``) measures what the
 workflows alone hold: one task runs, the other executions wait as cached workflows (the
@@ -240,7 +241,7 @@ if __name__ == "__main__":
     parser.add_argument(
         "--rest",
         type=float,
-        default=70.0,
+        default=100.0,
         help="after the last count, seconds idle before reading RSS again (0: skip)",
     )
     args = parser.parse_args()
