@@ -14,8 +14,9 @@ worker processes at their default settings:
   crew; ``bench/crewai_load.py``): what CrewAI's own code costs per task, which every Kasal
   task attempt runs too. Its "worker CPU" is that process's.
 
-For each count, all crews start at once. Printed per kind: wall time, crews/s, p50/p99 crew
-latency, worker and server CPU per task (from /proc), the worker's RSS, and for Kasal the
+For each count, all crews start at once. Printed per kind: wall time (until visibility
+shows every crew closed), crews/s, p50/p99 crew latency (the server's start to close), worker
+and server CPU per task (from /proc), the worker's RSS, and for Kasal the
 provider requests (which must equal the tasks: nothing paid twice) and the worker's log
 lines of trouble: deadlock timeouts, failed workflow tasks, timeouts, retried attempts (a
 healthy worker logs none; the round's log is kept in a file when it does), and the time the
@@ -36,7 +37,9 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("CREWAI_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("OTEL_SDK_DISABLED", "true")
@@ -45,7 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
-from temporalio.client import Client  # noqa: E402
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle  # noqa: E402
 
 from kasal.client import EmbeddedTemporal, connect, free_port, start_execution  # noqa: E402
 from kasal.testing.specs import crew  # noqa: E402
@@ -149,9 +152,25 @@ class Round:
         ) + (f"\n       server: {self.server}" if self.server else "")
 
 
-async def measure(kind, count, tasks, start_one, worker_pid, server_pid, served=None) -> Round:
+async def until_closed(client: Client, task_queue: str, since: datetime, count: int) -> None:
+    """Until ``count`` workflows on ``task_queue`` started since ``since`` have closed: one
+    visibility count every 0.2 s. Waiting on each crew's result instead holds a history long
+    poll per crew, renewed every 20 s: at 1,000 crews that was 2.1 polls and 0.9 history
+    reads per task on the server, counted against the slower kind's CPU."""
+    query = (
+        f'TaskQueue = "{task_queue}" AND ExecutionStatus != "Running" '
+        f'AND StartTime >= "{since.isoformat()}"'
+    )
+    while (await client.count_workflows(query)).count < count:
+        await asyncio.sleep(0.2)
+
+
+async def measure(
+    kind, count, tasks, start_one, client, task_queue, worker_pid, server_pid, served=None
+) -> Round:
     """Start ``count`` crews at once and wait for all; CPU, memory and (with ``served``, a
-    coroutine function) the server's requests around it."""
+    coroutine function) the server's requests around it. Latencies are the server's own
+    (start to close), read once the round is measured."""
     served_before = await served() if served else None
     rss_before = rss_mb(worker_pid)
     peak = [rss_before]
@@ -163,29 +182,36 @@ async def measure(kind, count, tasks, start_one, worker_pid, server_pid, served=
             await asyncio.sleep(0.5)
 
     sampler = asyncio.create_task(sample())
+    since = datetime.now(UTC) - timedelta(seconds=1)
     began = time.monotonic()
-
-    async def one() -> float:
-        started = time.monotonic()
-        await start_one()
-        return time.monotonic() - started
-
-    latencies = await asyncio.gather(*(one() for _ in range(count)))
+    handles = await asyncio.gather(*(start_one() for _ in range(count)))
+    await until_closed(client, task_queue, since, count)
     wall = time.monotonic() - began
     sampler.cancel()
+    worker_cpu, server_cpu = cpu_seconds(worker_pid) - worker0, cpu_seconds(server_pid) - server0
+    rss_peak = max(peak[0], rss_mb(worker_pid))
+    served_after = None
+    if served_before is not None:
+        await asyncio.sleep(2)  # the server reports its metrics once a second
+        served_after = await served()
+    described = []
+    for batch in range(0, count, 100):
+        described += await asyncio.gather(*(h.describe() for h in handles[batch : batch + 100]))
+    failed = [d for d in described if d.status != WorkflowExecutionStatus.COMPLETED]
+    if failed:
+        raise RuntimeError(f"{len(failed)} {kind} crews did not complete: {failed[0].status!r}")
     measured = Round(
         kind,
         count,
         wall,
-        list(latencies),
-        cpu_seconds(worker_pid) - worker0,
-        cpu_seconds(server_pid) - server0,
+        [(d.close_time - d.start_time).total_seconds() for d in described],
+        worker_cpu,
+        server_cpu,
         rss_before,
-        max(peak[0], rss_mb(worker_pid)),
+        rss_peak,
     )
-    if served_before is not None:
-        await asyncio.sleep(2)  # the server reports its metrics once a second
-        measured.server = per_task(served_before, await served(), count * tasks)
+    if served_before is not None and served_after is not None:
+        measured.server = per_task(served_before, served_after, count * tasks)
     return measured
 
 
@@ -308,16 +334,17 @@ async def main(
                 ],
             )
 
-            async def start_bare() -> None:
-                await client.execute_workflow(
+            async def start_bare() -> WorkflowHandle[Any, Any]:
+                return await client.start_workflow(
                     "BenchBareLoad",
                     args=[tasks, latency],
                     id=f"bare-{uuid.uuid4()}",
                     task_queue=queue + "-bare",
                 )
 
-            async def start_kasal() -> None:
-                await (await start_execution(client, spec, task_queue=queue)).result()
+            async def start_kasal() -> WorkflowHandle[Any, Any]:
+                started = await start_execution(client, spec, task_queue=queue)
+                return client.get_workflow_handle(started.workflow_id)
 
             async with httpx.AsyncClient() as http:
 
@@ -329,8 +356,10 @@ async def main(
                     return int(stats["requests"])
 
                 # Warm-up: first workflows after a start are not steady state.
-                await asyncio.gather(*(start_bare() for _ in range(5)))
-                await asyncio.gather(*(start_kasal() for _ in range(5)))
+                for handle in await asyncio.gather(
+                    *(start_bare() for _ in range(5)), *(start_kasal() for _ in range(5))
+                ):
+                    await handle.result()
                 print(
                     f"{tasks} sequential tasks per crew, {latency:g} s per LLM call "
                     f"(ideal crew latency {tasks * latency:g} s); one dev server, one worker"
@@ -338,7 +367,15 @@ async def main(
                 for count in counts:
                     rounds = [
                         await measure(
-                            "bare", count, tasks, start_bare, bare.pid, server.process.pid, served
+                            "bare",
+                            count,
+                            tasks,
+                            start_bare,
+                            client,
+                            queue + "-bare",
+                            bare.pid,
+                            server.process.pid,
+                            served,
                         ),
                     ]
                     plain = await plain_crewai(base_url, count, tasks) if crewai else None
@@ -357,6 +394,8 @@ async def main(
                         count,
                         tasks,
                         start_kasal,
+                        client,
+                        queue,
                         worker.process.pid,
                         server.process.pid,
                         served,
