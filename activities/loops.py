@@ -60,13 +60,14 @@ class _LoopCalls(concurrent.futures.Executor):
     """One loop's view of :func:`step_pool`: what it submitted, and whether it is shut."""
 
     def __init__(self) -> None:
+        self.pool = step_pool()
         self.pending: set[concurrent.futures.Future[Any]] = set()
         self.shut = False
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
         if self.shut:
             raise RuntimeError("Executor shutdown has been called")
-        future = step_pool().submit(fn, *args, **kwargs)
+        future = self.pool.submit(fn, *args, **kwargs)
         self.pending.add(future)
         future.add_done_callback(self.pending.discard)
         return future

@@ -1,4 +1,5 @@
-"""CrewAI's ``asyncio.run`` per step does not walk the worker's own tasks (activities/loops.py)."""
+"""CrewAI's ``asyncio.run`` per step does not walk the worker's own tasks, and its
+``asyncio.to_thread`` calls run on reused threads (activities/loops.py)."""
 
 from __future__ import annotations
 
