@@ -318,7 +318,7 @@ def provider_loop() -> asyncio.AbstractEventLoop:
     """
     global _provider_loop
     with _provider_loop_lock:
-        if _provider_loop is None or _provider_loop.is_closed():
+        if _provider_loop is None:  # never closed: it serves the process to its end
             loop = asyncio.new_event_loop()
             thread = threading.Thread(
                 target=loop.run_forever, name="kasal-provider-calls", daemon=True
