@@ -64,11 +64,12 @@ class CrewActivities:
         memory: MemoryStore | None = None,
         slots: ComputeSlots | None = None,
         heartbeats_per_second: float | None = None,
+        cancels_pushed: bool | None = None,
     ) -> None:
         #: Where attempts journal the calls they paid for.
         self._journal = journal
         #: Whether a newer attempt of any running attempt has started: one query for all.
-        self._watch = AttemptWatch(journal, heartbeats_per_second)
+        self._watch = AttemptWatch(journal, heartbeats_per_second, cancels_pushed)
         #: How many attempts may run CrewAI's own code at once (None: no limit).
         self._slots = slots
         # CrewAI is synchronous: each running task holds one thread of this pool.

@@ -43,6 +43,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from kasal import metrics, signing, telemetry
+from kasal.client import pushes_activity_cancels
 from kasal.constants import EVENTS_SIGNAL
 from kasal.db.journal import AttemptKey, JournalStore
 from kasal.exceptions import InvalidSpecError, KasalError, ProviderError
@@ -53,8 +54,10 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-#: How often a running attempt heartbeats. The worker's heartbeat throttle (1 s) decides how
-#: often one reaches the server, and so how soon a cancellation reaches the attempt.
+#: How often a running attempt heartbeats where cancels ride on heartbeats (the server does
+#: not push them): the worker's heartbeat throttle (1 s) decides how often one reaches the
+#: server, and so how soon a cancellation reaches the attempt. Where the server pushes
+#: cancels, an attempt beats only a third of its heartbeat timeout apart.
 HEARTBEAT_EVERY = 0.5
 #: How long a cancelled attempt may take to stop its thread before reporting anyway.
 CANCEL_GRACE = 3.0
@@ -965,11 +968,20 @@ class AttemptWatch:
     attempt, a worker with 1,000 attempts in flight made 500 queries a second.)
     """
 
-    def __init__(self, store: JournalStore, heartbeats_per_second: float | None = None) -> None:
+    def __init__(
+        self,
+        store: JournalStore,
+        heartbeats_per_second: float | None = None,
+        cancels_pushed: bool | None = None,
+    ) -> None:
         self.store = store
         #: Heartbeats a second the worker's running attempts send together, at most (None:
         #: each beats as often as it likes).
         self.heartbeats_per_second = heartbeats_per_second
+        #: Whether the Temporal server pushes cancels to this worker (None: the namespace is
+        #: asked by the first attempt that needs to know).
+        self.cancels_pushed = cancels_pushed
+        self._asking: asyncio.Future[bool] | None = None
         self._running: dict[AttemptKey, TaskObserver] = {}
         self._round: asyncio.Future[None] | None = None
         self._round_began = float("-inf")
@@ -993,6 +1005,18 @@ class AttemptWatch:
         if not self.heartbeats_per_second:
             return fastest
         return max(fastest, min(slowest, len(self._running) / self.heartbeats_per_second))
+
+    async def pushes_cancels(self) -> bool:
+        """Whether a cancel reaches this worker's attempts without a heartbeat to carry it;
+        asked of the server once (attempts asking at once share the answer)."""
+        if self.cancels_pushed is None:
+            if self._asking is None:
+                info = activity.info()
+                self._asking = asyncio.ensure_future(
+                    pushes_activity_cancels(activity.client(), info.namespace)
+                )
+            self.cancels_pushed = await asyncio.shield(self._asking)
+        return self.cancels_pushed
 
     def forget(self, observer: TaskObserver) -> None:
         if self._running.get(observer.key) is observer:
@@ -1109,7 +1133,8 @@ async def run_observed(
     every = slowest = HEARTBEAT_EVERY
     if info.heartbeat_timeout:
         slowest = max(info.heartbeat_timeout.total_seconds() / 3, 0.1)
-        every = min(every, slowest)
+        # A cancel the server pushes needs no heartbeat: beat only to show the attempt lives.
+        every = slowest if await watch.pushes_cancels() else min(every, slowest)
     observer: TaskObserver | None = None
 
     async def beat() -> None:

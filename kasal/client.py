@@ -140,6 +140,9 @@ class EmbeddedTemporal:
     namespace: str = "default"
     #: Port of the server's own Prometheus ``/metrics`` (None: a random free port).
     metrics_port: int | None = None
+    #: Whether the server pushes activity cancels to workers (False: as a server before
+    #: 1.32 or one without worker commands does, cancels ride on heartbeats).
+    push_cancels: bool = True
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -189,6 +192,12 @@ class EmbeddedTemporal:
             "--dynamic-config-value",
             "system.forceSearchAttributesCacheRefreshOnRead=false",
         ]
+        if self.push_cancels:
+            # The server pushes an activity's cancellation to the worker running it (worker
+            # commands, server 1.32): a cancel needs no heartbeat to carry it, so a running
+            # task beats only to show it lives (see ``pushes_activity_cancels``).
+            cmd += ["--dynamic-config-value", "frontend.WorkerCommandsEnabled=true"]
+            cmd += ["--dynamic-config-value", "system.enableCancelActivityWorkerCommand=true"]
         if self.metrics_port:
             cmd += ["--metrics-port", str(self.metrics_port)]
         if self.namespace != "default":
@@ -271,6 +280,29 @@ async def connect(
             f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}. "
             "Is the server running? Unset KASAL_TEMPORAL_ADDRESS to use the embedded one."
         ) from exc
+
+
+async def pushes_activity_cancels(client: Client, namespace: str | None = None) -> bool:
+    """Whether the Temporal server pushes activity cancellations to the workers running them
+    (worker commands, server 1.32+), so a cancel reaches a task without a heartbeat.
+
+    Read from the namespace's capabilities: ``worker_commands`` (the server's
+    ``frontend.WorkerCommandsEnabled``) and ``worker_heartbeats`` (the channel's worker).
+    The server must also set ``system.enableCancelActivityWorkerCommand``, which no API
+    shows: the embedded server sets both, and ``KASAL_CANCEL_PUSH=false`` tells a worker
+    whose cluster does not. False when the server cannot say.
+    """
+    from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
+
+    try:
+        described = await client.workflow_service.describe_namespace(
+            DescribeNamespaceRequest(namespace=namespace or client.namespace)
+        )
+    except RPCError as exc:
+        log.warning("could not ask Temporal whether it pushes cancellations: %s", exc)
+        return False
+    capabilities = described.namespace_info.capabilities
+    return bool(capabilities.worker_commands and capabilities.worker_heartbeats)
 
 
 async def ensure_search_attributes(client: Client) -> bool:

@@ -83,6 +83,13 @@ class Settings(BaseSettings):
     #: tasks running, each beats less often (down to a third of its heartbeat timeout),
     #: so a thousand tasks in flight do not swamp the Temporal server. 0: no budget.
     heartbeats_per_second: float = Field(default=100.0, ge=0)
+    #: Whether the Temporal server pushes a cancel to the worker running the task (server
+    #: 1.32+ with ``frontend.WorkerCommandsEnabled`` and
+    #: ``system.enableCancelActivityWorkerCommand``; the embedded server sets both). Then a
+    #: running task heartbeats only to show it lives, a third of its heartbeat timeout apart,
+    #: and a cancel still reaches it at once. None: as the namespace's capabilities say.
+    #: false: cancels ride on heartbeats (``heartbeat_throttle_seconds`` apart).
+    cancel_push: bool | None = None
     #: Running executions a worker keeps in memory between their workflow tasks (Temporal's
     #: sticky cache, about 0.25 MB each); beyond it the least recently used is evicted and
     #: replayed from its history when its next event arrives: CPU instead of memory.

@@ -37,6 +37,15 @@ async def temporal_client(temporal_server):
     return await client_for(temporal_server)
 
 
+@pytest.fixture(scope="session")
+async def heartbeat_cancel_client(tmp_path_factory):
+    """A client of a second dev server, one that does not push cancels to workers (as a
+    server before 1.32 or without worker commands): cancels ride on heartbeats."""
+    server = await start_server(tmp_path_factory.mktemp("temporal-nopush"), push_cancels=False)
+    yield await client_for(server)
+    server.stop()
+
+
 @pytest.fixture
 def task_queue():
     """A task queue of this test's own."""

@@ -365,6 +365,7 @@ def build_worker(
         memory=MemoryStore(sessions),
         slots=slots,
         heartbeats_per_second=settings.heartbeats_per_second,
+        cancels_pushed=settings.cancel_push,
     )
     persistence = PersistenceActivities(sessions, journal)
     operations = OperationsActivities(sessions, settings)
@@ -395,8 +396,9 @@ def build_worker(
         # A dead worker's sticky queue holds its workflows' tasks until this passes; the
         # 10 s default slows every recovery.
         sticky_queue_schedule_to_start_timeout=timedelta(seconds=1),
-        # Heartbeats carry cancellation back: at most 1 s apart (by default), a cancelled
-        # task stops within about a second instead of 0.8 x its heartbeat timeout.
+        # Where the server cannot push cancels, heartbeats carry them back: at most 1 s
+        # apart (by default), a cancelled task stops within about a second instead of 0.8 x
+        # its heartbeat timeout.
         max_heartbeat_throttle_interval=timedelta(seconds=settings.heartbeat_throttle_seconds),
         **options,
     )

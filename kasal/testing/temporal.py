@@ -10,11 +10,16 @@ from temporalio.client import Client
 from kasal.client import EmbeddedTemporal, connect, ensure_search_attributes, free_port
 
 
-async def start_server(data_dir: Path) -> EmbeddedTemporal:
+async def start_server(data_dir: Path, *, push_cancels: bool = True) -> EmbeddedTemporal:
     """A dev server with SQLite persistence on free ports (headless: no Web UI), its own
-    Prometheus metrics on one of them."""
+    Prometheus metrics on one of them. ``push_cancels=False``: cancels ride on heartbeats,
+    as on a server without worker commands."""
     return await EmbeddedTemporal(
-        data_dir=data_dir, port=free_port(), ui_port=None, metrics_port=free_port()
+        data_dir=data_dir,
+        port=free_port(),
+        ui_port=None,
+        metrics_port=free_port(),
+        push_cancels=push_cancels,
     ).start()
 
 

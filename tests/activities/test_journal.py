@@ -235,6 +235,38 @@ async def test_attempts_compute_in_turns_and_wait_on_providers_all_at_once(store
     blocker.give_back()
 
 
+@pytest.mark.parametrize("pushed", [True, False])
+async def test_an_attempt_beats_only_to_show_it_lives_where_the_server_pushes_cancels(
+    store, temporal_client, heartbeat_cancel_client, pushed
+):
+    """Where the server pushes cancels to workers (as its namespace says), no heartbeat has
+    a cancel to carry: an attempt beats a third of its heartbeat timeout apart (1 s of 3
+    here). Where it does not, every half second, so a cancel arrives within about one."""
+    signing.configure("test-secret")
+    env = ActivityEnvironment(client=temporal_client if pushed else heartbeat_cancel_client)
+    env.info = dataclasses.replace(
+        env.info, started_time=datetime.now(UTC), heartbeat_timeout=timedelta(seconds=3)
+    )
+    watch = AttemptWatch(store)  # asks the server
+    beats: list[float] = []
+    started = time.monotonic()
+    env.on_heartbeat = lambda *details: beats.append(time.monotonic() - started)
+
+    def work(observer: TaskObserver, attempt: int) -> str:
+        time.sleep(2.3)
+        return "done"
+
+    async def attempt() -> str:
+        return (await run_observed(watch, None, "task", "agent", work)).raw
+
+    assert await env.run(attempt) == "done"
+    assert watch.cancels_pushed is pushed
+    if pushed:
+        assert len(beats) == 2 and 0.9 <= beats[0] <= 1.4, beats
+    else:
+        assert len(beats) >= 4 and beats[0] <= 0.9, beats
+
+
 async def test_many_running_attempts_share_a_heartbeat_budget(store):
     """Each heartbeat is a write on the Temporal server: past the worker's budget its
     attempts beat less often, never less than three times per heartbeat timeout."""
@@ -303,7 +335,7 @@ async def test_an_attempt_beats_first_when_the_server_timed_it_from(
     the worker got to late beats at once, before the server gives up on it."""
     signing.configure("test-secret")
     env = ActivityEnvironment(client=temporal_client)
-    watch = AttemptWatch(store)
+    watch = AttemptWatch(store, cancels_pushed=False)  # cancels ride on heartbeats
     beats: list[float] = []
 
     async def attempt(seconds: float) -> str:

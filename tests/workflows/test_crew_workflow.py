@@ -266,30 +266,67 @@ async def test_starting_twice_with_one_execution_id_is_idempotent(
 
 
 async def test_cancel_with_default_heartbeat_stops_before_the_next_task(
-    temporal_client, task_queue, worker, llm_stub
+    heartbeat_cancel_client, task_queue, settings, llm_stub
 ):
     """A cancel must not be lost when the running task finishes before it hears of it,
     and must reach an LLM call on the real HTTP path within seconds."""
-    # Each call (0.4 s) is shorter than a heartbeat round: the task usually finishes before
-    # the cancellation reaches it, and the workflow itself must then stop.
+    from tests.fixtures.temporal import running_worker
+
+    # Cancels ride on heartbeats here (a server that does not push them): each call (0.4 s)
+    # is shorter than a heartbeat round, so the task usually finishes before the
+    # cancellation reaches it, and the workflow itself must then stop.
+    temporal_client = heartbeat_cancel_client
     llm_stub.behaviours["paced"] = ModelBehaviour(latency=0.4)
     spec = crew(
         [{"name": f"t{n}", "description": f"Part {n}"} for n in range(1, 4)],
         agents=[{**stub_agent("paced", llm_stub.base_url), "tools": []}],
     )  # default timeouts: heartbeat 10 s
+    async with running_worker(temporal_client, task_queue, settings):
+        handle = await start(temporal_client, task_queue, spec)
+        for _ in range(200):  # the first task's call is in flight
+            if llm_stub.requests_for("paced", None):
+                break
+            await asyncio.sleep(0.05)
+        asked = time.monotonic()
+        await handle.cancel()
+        with pytest.raises(ExecutionCancelledError):
+            await handle.result()
+        assert time.monotonic() - asked < 5
+        await asyncio.sleep(1.5)  # anything still running would reach the stub by now
+        assert len(llm_stub.requests_for("paced", None)) == 1
+        status = await handle.status()
+        assert [t.state for t in status.tasks] == [TaskState.CANCELLED] * 3
+
+
+async def test_a_pushed_cancel_stops_a_task_that_sent_no_heartbeat(
+    temporal_client, task_queue, worker, llm_stub
+):
+    """The server pushes the cancel to the worker (worker commands): a task whose heartbeat
+    timeout is 30 s (a beat every 10 s, the first 10 s in) stops mid-call within a second or
+    two, without a heartbeat having reached the server."""
+    llm_stub.behaviours["pushed"] = ModelBehaviour(latency=30.0)
+    spec = crew(
+        [{"name": "slow", "description": "Think hard"}, {"name": "next", "description": "Never"}],
+        agents=[{**stub_agent("pushed", llm_stub.base_url), "tools": []}],
+        timeout={"start_to_close": 300, "heartbeat": 30},
+    )
     handle = await start(temporal_client, task_queue, spec)
-    async for event in handle.events():
-        if event.type == EventType.TASK_STARTED:
+    for _ in range(200):
+        if llm_stub.requests_for("pushed", None):
             break
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(1.0)  # past the 0.5 s a heartbeat-carried cancel would beat at
+    described = await temporal_client.get_workflow_handle(handle.workflow_id).describe()
+    (pending,) = described.raw_description.pending_activities
+    assert not pending.HasField("last_heartbeat_time"), "the task heartbeat before 10 s"
     asked = time.monotonic()
     await handle.cancel()
     with pytest.raises(ExecutionCancelledError):
         await handle.result()
-    assert time.monotonic() - asked < 5
-    await asyncio.sleep(1.5)  # anything still running would reach the stub by now
-    assert len(llm_stub.requests_for("paced", None)) == 1
+    assert time.monotonic() - asked < 2.0, "the cancel waited for a heartbeat"
     status = await handle.status()
-    assert [t.state for t in status.tasks] == [TaskState.CANCELLED] * 3
+    assert [t.state for t in status.tasks] == [TaskState.CANCELLED] * 2
+    assert len(llm_stub.requests_for("pushed", None)) == 1
 
 
 async def test_search_attributes_and_memo_let_the_web_ui_filter(
