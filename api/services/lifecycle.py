@@ -3,10 +3,10 @@
 - **stop** (graceful): a ``stop`` signal; the workflow lets the running task finish, starts
   no new one and ends ``stopped``. A signal, not an update: it is durable even while no
   worker runs, and the workflow acts on it at its next step.
-- **force-stop**: Temporal cancellation now (running tasks stop within a heartbeat, even in
-  the middle of a provider call); if the workflow has not closed within
-  ``KASAL_FORCE_STOP_SECONDS`` (no worker, a stuck one) it is terminated and the row is
-  reconciled to ``terminated``.
+- **force-stop**: Temporal cancellation now (running tasks stop at once where the server
+  pushes cancels, within a heartbeat where it does not, even in the middle of a provider
+  call); if the workflow has not closed within ``KASAL_FORCE_STOP_SECONDS`` (no worker, a
+  stuck one) it is terminated and the row is reconciled to ``terminated``.
 
 Both write who asked and when on the row before anything is sent to Temporal.
 """
