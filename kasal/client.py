@@ -290,15 +290,17 @@ async def pushes_activity_cancels(client: Client, namespace: str | None = None) 
     ``frontend.WorkerCommandsEnabled``) and ``worker_heartbeats`` (the channel's worker).
     The server must also set ``system.enableCancelActivityWorkerCommand``, which no API
     shows: the embedded server sets both, and ``KASAL_CANCEL_PUSH=false`` tells a worker
-    whose cluster does not. False when the server cannot say.
+    whose cluster does not. False when the server cannot say (then heartbeats carry
+    cancels, as before: never a reason to fail a task).
     """
     from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 
     try:
         described = await client.workflow_service.describe_namespace(
-            DescribeNamespaceRequest(namespace=namespace or client.namespace)
+            DescribeNamespaceRequest(namespace=namespace or client.namespace),
+            timeout=timedelta(seconds=10),
         )
-    except RPCError as exc:
+    except Exception as exc:
         log.warning("could not ask Temporal whether it pushes cancellations: %s", exc)
         return False
     capabilities = described.namespace_info.capabilities

@@ -33,3 +33,16 @@ async def test_the_embedded_server_counts_its_requests_on_its_metrics_port(
             return
         await asyncio.sleep(0.1)
     raise AssertionError("the server's metrics never counted the three requests")
+
+
+async def test_the_embedded_server_pushes_cancels_and_a_failed_probe_says_it_does_not(
+    temporal_client, heartbeat_cancel_client
+):
+    """The embedded server turns on worker commands (a worker then heartbeats only for
+    liveness); a server without them, or one that cannot be asked, gets heartbeat-carried
+    cancels, and the probe never raises (it must not fail a task)."""
+    from kasal.client import pushes_activity_cancels
+
+    assert await pushes_activity_cancels(temporal_client) is True
+    assert await pushes_activity_cancels(heartbeat_cancel_client) is False
+    assert await pushes_activity_cancels(temporal_client, namespace="no-such-namespace") is False
