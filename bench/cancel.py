@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 import httpx  # noqa: E402
 
 from bench.load import cpu_seconds, server_requests  # noqa: E402
-from bench.memory import llm_server  # noqa: E402
+from bench.memory import llm_server, serving  # noqa: E402
 from kasal.client import EmbeddedTemporal, connect, free_port, start_execution  # noqa: E402
 from kasal.exceptions import ExecutionCancelledError  # noqa: E402
 from kasal.testing.specs import crew  # noqa: E402
@@ -71,12 +71,7 @@ async def one_kind(push: bool, running: int, cancels: int, hold: float) -> str:
             }
             spec = crew([{"name": "think", "description": "Think"}], agents=[agent])
             async with httpx.AsyncClient() as http:
-                for _ in range(150):
-                    try:
-                        await http.get(f"http://127.0.0.1:{llm_port}/stats")
-                        break
-                    except httpx.TransportError:
-                        await asyncio.sleep(0.2)
+                await serving(http, llm_port)
 
                 async def in_flight() -> int:
                     stats = (await http.get(f"http://127.0.0.1:{llm_port}/stats")).json()

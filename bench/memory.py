@@ -79,12 +79,7 @@ async def plain_crewai(fast_port: int, count: int) -> dict[str, float]:
     server = llm_server(port, 600)
     try:
         async with httpx.AsyncClient() as http:
-            for _ in range(150):
-                try:
-                    await http.get(f"http://127.0.0.1:{port}/stats")
-                    break
-                except httpx.TransportError:
-                    await asyncio.sleep(0.2)
+            await serving(http, port)
         done = await asyncio.to_thread(
             subprocess.run,
             [sys.executable, "-m", "bench.crewai_memory"]
@@ -99,6 +94,16 @@ async def plain_crewai(fast_port: int, count: int) -> dict[str, float]:
         return dict(json.loads(done.stdout.strip().splitlines()[-1]))
     finally:
         server.kill()
+
+
+async def serving(http: httpx.AsyncClient, port: int) -> None:
+    """Wait (up to 30 s) until an :func:`llm_server` on ``port`` answers."""
+    for _ in range(150):
+        try:
+            await http.get(f"http://127.0.0.1:{port}/stats")
+            return
+        except httpx.TransportError:
+            await asyncio.sleep(0.2)
 
 
 def llm_server(port: int, latency: float) -> subprocess.Popen[bytes]:
