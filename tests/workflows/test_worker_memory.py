@@ -25,8 +25,9 @@ async def test_more_running_executions_than_cached_workflows_all_finish(
 
 
 async def test_the_scale_settings_reach_the_worker(temporal_client, task_queue, settings):
-    """The heartbeat throttle, the heartbeat budget, the compute slots, the admission and the
-    workflow-task slots of a worker are the ones its settings give."""
+    """The heartbeat throttle, the heartbeat budget, whether cancels are pushed, the compute
+    slots, the admission and the workflow-task slots of a worker are the ones its settings
+    give."""
     from kasal.db.engine import create_engine, session_factory
     from workflows.worker import build_worker
 
@@ -34,6 +35,7 @@ async def test_the_scale_settings_reach_the_worker(temporal_client, task_queue, 
         update={
             "heartbeat_throttle_seconds": 7.0,
             "heartbeats_per_second": 12.0,
+            "cancel_push": False,
             "compute_slots": 3,
             "compute_backlog": 9,
             "max_concurrent_activities": 40,
@@ -47,6 +49,8 @@ async def test_the_scale_settings_reach_the_worker(temporal_client, task_queue, 
         assert config["max_heartbeat_throttle_interval"].total_seconds() == 7.0
         crew_activities = config["activities"][0].__self__
         assert crew_activities._watch.heartbeats_per_second == 12.0
+        # Told, the worker never asks the server (outside an activity, asking would raise).
+        assert await crew_activities._watch.pushes_cancels() is False
         assert crew_activities._slots._free == 3
         admission = config["tuner"]._get_activity_task_slot_supplier()
         assert (admission.maximum, admission.backlog) == (40, 9)
