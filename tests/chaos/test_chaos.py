@@ -33,8 +33,10 @@ async def test_random_sigkills_lose_nothing_and_repeat_only_calls_in_flight(
     temporal_server, temporal_client, llm_stub, tmp_path
 ):
     rng = random.Random(20261125)
-    # Each task: one calculator step, then the answer (two LLM calls, journaled).
-    llm_stub.behaviours["chaos"] = ModelBehaviour(tool_steps=1, latency=0.15)
+    # Each task: one calculator step, then the answer (two LLM calls, journaled). At 0.3 s a
+    # call, 78 of the 120 calls had been answered at the fifth kill (at 0.15 s, a fast machine
+    # finished every crew before it): each kill still lands on running crews.
+    llm_stub.behaviours["chaos"] = ModelBehaviour(tool_steps=1, latency=0.3)
     queue = unique_queue("chaos")
     spec = chaos_crew(llm_stub.base_url)
     worker = WorkerProcess(temporal_server.address, queue, tmp_path / "w0")
