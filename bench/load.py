@@ -1,6 +1,7 @@
 """Many crews in flight on one worker: Kasal against bare Temporal, in the same run.
 
     .venv/bin/python bench/load.py [--crews 50,200,1000] [--latency 1.0] [--tasks 3]
+        [--server-profile DIR] [--profile DIR] [--no-crewai]
 
 One embedded Temporal dev server, one OpenAI-compatible server that answers every request
 after ``--latency`` seconds (asynchronous: it holds thousands of requests at once), and two
@@ -14,13 +15,21 @@ worker processes at their default settings:
   crew; ``bench/crewai_load.py``): what CrewAI's own code costs per task, which every Kasal
   task attempt runs too. Its "worker CPU" is that process's.
 
-For each count, all crews start at once. Printed per kind: wall time (until visibility
-shows every crew closed), crews/s, p50/p99 crew latency (the server's start to close), worker
-and server CPU per task (from /proc), the worker's RSS, and for Kasal the
-provider requests (which must equal the tasks: nothing paid twice) and the worker's log
-lines of trouble: deadlock timeouts, failed workflow tasks, timeouts, retried attempts (a
-healthy worker logs none; the round's log is kept in a file when it does), and the time the
-worker spent in Python's garbage collector (its ``kasal_gc_pause_seconds``).
+- ``paced``: the bare crews again, their starts spread so that the round lasts as long as
+  Kasal's did. A server's CPU per task grows when the same work is spread over more time
+  (fewer requests share each wake-up): 10.6 -> 15.3 ms per bare task at 200 crews when their
+  starts were spread over 20 s. This row is the floor for Kasal at Kasal's pace.
+
+For each count, all crews start at once (but ``paced``'s). Printed per kind: wall time
+(until visibility shows every crew closed), crews/s, p50/p99 crew latency (the server's start
+to close), worker and server CPU per task (from /proc; also net of what the idle server uses
+over the round), the worker's RSS, and for Kasal the provider requests (which must equal the
+tasks: nothing paid twice) and the worker's log lines of trouble: deadlock timeouts, failed
+workflow tasks, timeouts, retried attempts (a healthy worker logs none; the round's log is
+kept in a file when it does), and the time the worker spent in Python's garbage collector
+(its ``kasal_gc_pause_seconds``). ``--server-profile DIR`` samples the dev server with
+``perf`` in each Temporal round and prints its CPU per task by Go package (the binary is
+stripped; ``bench/gosym.py`` names its functions from Go's own table).
 """
 
 from __future__ import annotations
@@ -36,7 +45,8 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -108,6 +118,27 @@ def per_task(before: Counter[str], after: Counter[str], tasks: int, limit: int =
     return f"{db / tasks:.1f} database requests/task ({top})"
 
 
+def spread_over(
+    seconds: float, count: int, start: Callable[[], Awaitable[WorkflowHandle[Any, Any]]]
+) -> Callable[[], Awaitable[WorkflowHandle[Any, Any]]]:
+    """``start``, its ``count`` calls made at once spread evenly over ``seconds``."""
+    started = iter(range(count))
+
+    async def later() -> WorkflowHandle[Any, Any]:
+        await asyncio.sleep(seconds * next(started) / count)
+        return await start()
+
+    return later
+
+
+async def idle_rate(pid: int, seconds: float = 10.0) -> float:
+    """CPU seconds per second that ``pid`` uses over ``seconds`` with nothing to do."""
+    await asyncio.sleep(2)  # the warm-up's last workflow tasks settle
+    before, began = cpu_seconds(pid), time.monotonic()
+    await asyncio.sleep(seconds)
+    return (cpu_seconds(pid) - before) / (time.monotonic() - began)
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU of a process so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -137,6 +168,20 @@ class Round:
     requests: int | None = None
     #: The dev server's requests during the round, per task (for the Temporal rounds).
     server: str = ""
+    #: With ``--server-profile``: the share of the server's samples in each Go package's own
+    #: code, and with the package anywhere on the stack.
+    server_self: dict[str, float] = field(default_factory=dict)
+    server_inclusive: dict[str, float] = field(default_factory=dict)
+    #: The server's CPU seconds per second with both workers connected and nothing to run:
+    #: its own timers and pollers, which a longer round pays for longer.
+    server_idle: float = 0.0
+
+    def net(self, per_task: int) -> str:
+        """The server's CPU per task less what it spends idle over the round's wall time."""
+        if not self.server_idle or not self.server_cpu:
+            return ""
+        net = (self.server_cpu - self.server_idle * self.wall) / per_task * 1000
+        return f" ({net:.1f} net of idle)"
 
     def line(self, tasks: int) -> str:
         per_task = self.crews * tasks
@@ -147,7 +192,7 @@ class Round:
             f"{self.kind:6} {self.crews:5} crews  wall {self.wall:6.1f} s  "
             f"{self.crews / self.wall:6.1f} crews/s  p50 {statistics.median(lat):6.1f} s  "
             f"p99 {p99:6.1f} s  worker CPU {self.worker_cpu / per_task * 1000:5.1f} ms/task  "
-            f"server CPU {self.server_cpu / per_task * 1000:5.1f} ms/task  "
+            f"server CPU {self.server_cpu / per_task * 1000:5.1f} ms/task{self.net(per_task)}  "
             f"RSS {self.rss_before:4.0f} -> {self.rss_peak:4.0f} MB{requests}"
         ) + (f"\n       server: {self.server}" if self.server else "")
 
@@ -166,12 +211,32 @@ async def until_closed(client: Client, task_queue: str, since: datetime, count: 
 
 
 async def measure(
-    kind, count, tasks, start_one, client, task_queue, worker_pid, server_pid, served=None
+    kind,
+    count,
+    tasks,
+    start_one,
+    client,
+    task_queue,
+    worker_pid,
+    server_pid,
+    served=None,
+    server_profile: Path | None = None,
 ) -> Round:
     """Start ``count`` crews at once and wait for all; CPU, memory and (with ``served``, a
     coroutine function) the server's requests around it. Latencies are the server's own
-    (start to close), read once the round is measured."""
+    (start to close), read once the round is measured. With ``server_profile``, ``perf``
+    samples the dev server through the round (``server_profile/{kind}-{count}.data``)."""
     served_before = await served() if served else None
+    perf = None
+    if server_profile is not None:
+        server_profile.mkdir(parents=True, exist_ok=True)
+        perf_data = server_profile / f"{kind}-{count}.data"
+        perf = subprocess.Popen(
+            ["perf", "record", "-F", "499", "-g", "-p", str(server_pid), "-o", str(perf_data)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        await asyncio.sleep(0.5)  # attached before the first crew starts
     rss_before = rss_mb(worker_pid)
     peak = [rss_before]
     worker0, server0 = cpu_seconds(worker_pid), cpu_seconds(server_pid)
@@ -188,6 +253,9 @@ async def measure(
     await until_closed(client, task_queue, since, count)
     wall = time.monotonic() - began
     sampler.cancel()
+    if perf is not None:
+        perf.send_signal(signal.SIGINT)
+        await asyncio.to_thread(perf.wait, 120)
     worker_cpu, server_cpu = cpu_seconds(worker_pid) - worker0, cpu_seconds(server_pid) - server0
     rss_peak = max(peak[0], rss_mb(worker_pid))
     served_after = None
@@ -212,7 +280,76 @@ async def measure(
     )
     if served_before is not None and served_after is not None:
         measured.server = per_task(served_before, served_after, count * tasks)
+    if perf is not None:
+        binary = Path(f"/proc/{server_pid}/exe").resolve()
+        measured.server_self, measured.server_inclusive = await asyncio.to_thread(
+            server_shares, perf_data, binary
+        )
     return measured
+
+
+def server_shares(data: Path, binary: Path) -> tuple[dict[str, float], dict[str, float]]:
+    """A ``perf`` recording of the dev server, by Go package: the share of samples in each
+    package's own code (self), and the share with the package anywhere on the stack
+    (inclusive). Kernel frames count as one package, ``kernel``."""
+    from bench.gosym import GoSymbols, package
+
+    names = GoSymbols(binary)
+    script = subprocess.run(
+        ["perf", "script", "-i", str(data), "-F", "ip"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    own: Counter[str] = Counter()
+    anywhere: Counter[str] = Counter()
+    samples = 0
+    for block in script.split("\n\n"):
+        frames = [int(line, 16) for line in block.split()]
+        if not frames:
+            continue
+        samples += 1
+        packages = [
+            "kernel" if ip >= 1 << 63 else package(names.name(ip) or "other") for ip in frames
+        ]
+        own[packages[0]] += 1
+        anywhere.update(set(packages))
+    total = max(samples, 1)
+    return (
+        {k: n / total for k, n in own.items()},
+        {k: n / total for k, n in anywhere.items()},
+    )
+
+
+def server_profile_table(rounds: list[Round], tasks: int, limit: int = 16) -> str:
+    """Server CPU per task by Go package, for every round profiled, in ms/task: the
+    packages' own code, then with them anywhere on the stack; largest in the last round
+    first."""
+    profiled = [r for r in rounds if r.server_self]
+    lines = []
+    for title, pick in (("own code", 0), ("anywhere on the stack", 1)):
+        ms = {
+            r.kind: {
+                pkg: share * r.server_cpu / (r.crews * tasks) * 1000
+                for pkg, share in (r.server_self, r.server_inclusive)[pick].items()
+            }
+            for r in profiled
+        }
+        last = ms[profiled[-1].kind]
+        # Every stack ends in the runtime (goexit): on the stack, it says nothing.
+        packages = sorted(set(last) - {"runtime"} if pick else last, key=lambda p: -last[p])
+        packages = packages[:limit]
+        lines.append(
+            f"       server CPU by Go package ({title}), ms/task: "
+            + "  ".join(r.kind for r in profiled)
+        )
+        lines += [
+            "         "
+            + "  ".join(f"{ms[r.kind].get(pkg, 0.0):6.2f}" for r in profiled)
+            + f"  {pkg}"
+            for pkg in packages
+        ]
+    return "\n".join(lines)
 
 
 async def plain_crewai(base_url: str, count: int, tasks: int) -> Round | None:
@@ -281,6 +418,7 @@ async def main(
     profile: Path | None,
     throttle: float | None,
     crewai: bool = True,
+    server_profile: Path | None = None,
 ) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         server_metrics = free_port()
@@ -360,9 +498,11 @@ async def main(
                     *(start_bare() for _ in range(5)), *(start_kasal() for _ in range(5))
                 ):
                     await handle.result()
+                idle = await idle_rate(server.process.pid)
                 print(
                     f"{tasks} sequential tasks per crew, {latency:g} s per LLM call "
-                    f"(ideal crew latency {tasks * latency:g} s); one dev server, one worker"
+                    f"(ideal crew latency {tasks * latency:g} s); one dev server, one worker; "
+                    f"the idle server uses {idle * 1000:.0f} ms of CPU per second"
                 )
                 for count in counts:
                     rounds = [
@@ -376,6 +516,7 @@ async def main(
                             bare.pid,
                             server.process.pid,
                             served,
+                            server_profile,
                         ),
                     ]
                     plain = await plain_crewai(base_url, count, tasks) if crewai else None
@@ -399,6 +540,7 @@ async def main(
                         worker.process.pid,
                         server.process.pid,
                         served,
+                        server_profile,
                     )
                     if spy is not None:
                         spy.send_signal(signal.SIGINT)
@@ -407,14 +549,38 @@ async def main(
                     kasal.requests = await requests() - before
                     now = await gc_pauses(http, metrics_port)
                     full, full_s, all_s = (b - a for a, b in zip(collected, now, strict=True))
-                    rounds.append(kasal)
+                    # The bare crews again, their starts spread so that the round lasts as
+                    # long as Kasal's did: the server's cost per task at the same pace.
+                    paced = await measure(
+                        "paced",
+                        count,
+                        tasks,
+                        spread_over(max(kasal.wall - tasks * latency, 0.0), count, start_bare),
+                        client,
+                        queue + "-bare",
+                        bare.pid,
+                        server.process.pid,
+                        served,
+                        server_profile,
+                    )
+                    rounds += [paced, kasal]
                     for r in rounds:
+                        r.server_idle = idle
                         print(r.line(tasks), flush=True)
+                    if server_profile is not None:
+                        print(server_profile_table(rounds, tasks), flush=True)
                     # What a healthy worker never logs: an activation past the SDK's deadlock
                     # timeout, a failed workflow task, an attempt timed out or retried.
                     trouble = [
                         line for line in worker.output[logged:] if any(m in line for m in TROUBLE)
                     ]
+                    server_ms = {r.kind: r.server_cpu / (count * tasks) for r in rounds}
+                    print(
+                        f"       server CPU per task: kasal / bare "
+                        f"{server_ms['kasal'] / server_ms['bare']:.2f}x, kasal / bare paced to "
+                        f"kasal's wall {server_ms['kasal'] / server_ms['paced']:.2f}x",
+                        flush=True,
+                    )
                     print(
                         f"       kasal / bare wall {kasal.wall / rounds[0].wall:.2f}x, "
                         f"kasal / ideal {kasal.wall / (tasks * latency):.1f}x, worker log "
@@ -456,6 +622,11 @@ if __name__ == "__main__":
         help="the Kasal worker's KASAL_HEARTBEAT_THROTTLE_SECONDS (default: its own, 1 s)",
     )
     parser.add_argument(
+        "--server-profile",
+        type=Path,
+        help="sample the dev server with perf (Linux) in each Temporal round into this directory",
+    )
+    parser.add_argument(
         "--no-crewai", action="store_true", help="skip the plain-CrewAI round (it is slow)"
     )
     args = parser.parse_args()
@@ -468,5 +639,6 @@ if __name__ == "__main__":
             args.profile,
             args.heartbeat_throttle,
             not args.no_crewai,
+            args.server_profile,
         )
     )
