@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
+from temporalio import activity, workflow
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from kasal.client import EmbeddedTemporal, free_port
 
 
 async def _counted(port: int, operation: str) -> float:
@@ -46,3 +52,72 @@ async def test_the_embedded_server_pushes_cancels_and_a_failed_probe_says_it_doe
     assert await pushes_activity_cancels(temporal_client) is True
     assert await pushes_activity_cancels(heartbeat_cancel_client) is False
     assert await pushes_activity_cancels(temporal_client, namespace="no-such-namespace") is False
+
+
+@workflow.defn(sandboxed=False)
+class _ScheduleOne:
+    @workflow.run
+    async def run(self, data: str) -> int:
+        return await workflow.execute_activity(
+            _measure, data, start_to_close_timeout=timedelta(seconds=30)
+        )
+
+
+@activity.defn
+async def _measure(data: str) -> int:
+    return len(data)
+
+
+async def _read(port: int, operation: str) -> float:
+    async with httpx.AsyncClient() as http:
+        text = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        if family.name == "persistence_requests"
+        for sample in family.samples
+        if sample.labels.get("operation") == operation
+    )
+
+
+async def _reads_to_finish(client: Client, port: int, batch: str, size: int) -> float:
+    """History reads the server makes while 40 workflows, each with one activity scheduled
+    (input of ``size`` characters) and not yet started, start it and finish."""
+    queue = f"events-cache-{batch}"
+    async with Worker(client, task_queue=queue, workflows=[_ScheduleOne]):
+        handles = [
+            await client.start_workflow(
+                _ScheduleOne.run, "x" * size, id=f"{batch}-{n}", task_queue=queue
+            )
+            for n in range(40)
+        ]
+        for handle in handles:  # each has its activity scheduled, none started
+            for _ in range(100):
+                if (await handle.describe()).raw_description.pending_activities:
+                    break
+                await asyncio.sleep(0.1)
+            else:
+                raise AssertionError(f"{handle.id} never scheduled its activity")
+        await asyncio.sleep(2)  # the server reports its metrics about once a second
+        before = await _read(port, "ReadHistoryBranch")
+        async with Worker(client, task_queue=queue, activities=[_measure]):
+            assert await asyncio.gather(*(h.result() for h in handles)) == [size] * 40
+        await asyncio.sleep(2)
+        return await _read(port, "ReadHistoryBranch") - before
+
+
+async def test_pending_activities_start_from_the_events_cache_not_the_database(tmp_path):
+    """40 activities scheduled with 64 kB inputs (2.5 MB, five times the dev server's default
+    events cache) start as those with 8-byte inputs do: without reading their scheduled
+    events back from the database (with the default cache: 120 reads against 80)."""
+    server = await EmbeddedTemporal(
+        tmp_path, port=free_port(), ui_port=None, metrics_port=free_port()
+    ).start()
+    try:
+        assert server.metrics_port
+        client = await Client.connect(server.address)
+        small = await _reads_to_finish(client, server.metrics_port, "small", 8)
+        large = await _reads_to_finish(client, server.metrics_port, "large", 65536)
+    finally:
+        server.stop()
+    assert large <= small + 4, f"{large:.0f} history reads with large inputs, {small:.0f} small"
