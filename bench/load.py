@@ -17,8 +17,9 @@ worker processes at their default settings:
 
 - ``paced``: the bare crews again, their starts spread so that the round lasts as long as
   Kasal's did. A server's CPU per task grows when the same work is spread over more time
-  (fewer requests share each wake-up): 10.6 -> 15.3 ms per bare task at 200 crews when their
-  starts were spread over 20 s. This row is the floor for Kasal at Kasal's pace.
+  (fewer requests share each wake-up, fewer share each database transaction): in one run,
+  12.2 -> 16.3 ms per bare task at 200 crews and 12.0 -> 16.9 at 1,000 (another run: 10.9
+  -> 12.4 at 200). This row is the floor for Kasal at Kasal's pace.
 
 For each count, all crews start at once (but ``paced``'s). Printed per kind: wall time
 (until visibility shows every crew closed), crews/s, p50/p99 crew latency (the server's start
