@@ -30,7 +30,9 @@ workflow tasks, timeouts, retried attempts (a healthy worker logs none; the roun
 kept in a file when it does), and the time the worker spent in Python's garbage collector
 (its ``kasal_gc_pause_seconds``). ``--server-profile DIR`` samples the dev server with
 ``perf`` in each Temporal round and prints its CPU per task by Go package (the binary is
-stripped; ``bench/gosym.py`` names its functions from Go's own table).
+stripped; ``bench/gosym.py`` names its functions from Go's own table). Sampling costs the
+server CPU of its own, more the longer a round lasts: compare profiled rounds with each
+other, and take CPU figures from runs without it.
 """
 
 from __future__ import annotations
