@@ -461,6 +461,7 @@ async def main(
             assert bare.stdout is not None and "ready" in bare.stdout.readline()
             await asyncio.to_thread(worker.start)
             assert worker.process is not None and server.process is not None
+            server_pid = server.process.pid
             client: Client = await connect(server.address)
             base_url = f"http://127.0.0.1:{llm_port}/v1"
             spec = crew(
@@ -492,6 +493,22 @@ async def main(
                 async def served() -> Counter[str]:
                     return await server_requests(http, server_metrics)
 
+                async def bare_round(
+                    kind: str, count: int, start: Callable[[], Awaitable[WorkflowHandle[Any, Any]]]
+                ) -> Round:
+                    return await measure(
+                        kind,
+                        count,
+                        tasks,
+                        start,
+                        client,
+                        queue + "-bare",
+                        bare.pid,
+                        server_pid,
+                        served,
+                        server_profile,
+                    )
+
                 async def requests() -> int:
                     stats = (await http.get(f"http://127.0.0.1:{llm_port}/stats")).json()
                     return int(stats["requests"])
@@ -508,20 +525,7 @@ async def main(
                     f"the idle server uses {idle * 1000:.0f} ms of CPU per second"
                 )
                 for count in counts:
-                    rounds = [
-                        await measure(
-                            "bare",
-                            count,
-                            tasks,
-                            start_bare,
-                            client,
-                            queue + "-bare",
-                            bare.pid,
-                            server.process.pid,
-                            served,
-                            server_profile,
-                        ),
-                    ]
+                    rounds = [await bare_round("bare", count, start_bare)]
                     plain = await plain_crewai(base_url, count, tasks) if crewai else None
                     if plain is not None:
                         rounds.append(plain)
@@ -554,18 +558,8 @@ async def main(
                     full, full_s, all_s = (b - a for a, b in zip(collected, now, strict=True))
                     # The bare crews again, their starts spread so that the round lasts as
                     # long as Kasal's did: the server's cost per task at the same pace.
-                    paced = await measure(
-                        "paced",
-                        count,
-                        tasks,
-                        spread_over(max(kasal.wall - tasks * latency, 0.0), count, start_bare),
-                        client,
-                        queue + "-bare",
-                        bare.pid,
-                        server.process.pid,
-                        served,
-                        server_profile,
-                    )
+                    spread = max(kasal.wall - tasks * latency, 0.0)
+                    paced = await bare_round("paced", count, spread_over(spread, count, start_bare))
                     rounds += [paced, kasal]
                     for r in rounds:
                         r.server_idle = idle

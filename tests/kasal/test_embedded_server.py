@@ -14,16 +14,18 @@ from temporalio.worker import Worker
 from kasal.client import EmbeddedTemporal, free_port
 
 
-async def _counted(port: int, operation: str) -> float:
+async def _counted(port: int, operation: str, family: str = "service_requests") -> float:
+    """What the server's metrics count for ``operation``: its frontend's requests, or (with
+    ``family="persistence_requests"``) its database requests."""
     async with httpx.AsyncClient() as http:
         text = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
     return sum(
         sample.value
-        for family in text_string_to_metric_families(text)
-        if family.name == "service_requests"
-        for sample in family.samples
+        for metrics in text_string_to_metric_families(text)
+        if metrics.name == family
+        for sample in metrics.samples
         if sample.labels.get("operation") == operation
-        and sample.labels.get("service_name") == "frontend"
+        and (family != "service_requests" or sample.labels.get("service_name") == "frontend")
     )
 
 
@@ -68,18 +70,6 @@ async def _measure(data: str) -> int:
     return len(data)
 
 
-async def _read(port: int, operation: str) -> float:
-    async with httpx.AsyncClient() as http:
-        text = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
-    return sum(
-        sample.value
-        for family in text_string_to_metric_families(text)
-        if family.name == "persistence_requests"
-        for sample in family.samples
-        if sample.labels.get("operation") == operation
-    )
-
-
 async def _reads_to_finish(client: Client, port: int, batch: str, size: int) -> float:
     """History reads the server makes while 40 workflows, each with one activity scheduled
     (input of ``size`` characters) and not yet started, start it and finish."""
@@ -99,11 +89,11 @@ async def _reads_to_finish(client: Client, port: int, batch: str, size: int) -> 
             else:
                 raise AssertionError(f"{handle.id} never scheduled its activity")
         await asyncio.sleep(2)  # the server reports its metrics about once a second
-        before = await _read(port, "ReadHistoryBranch")
+        before = await _counted(port, "ReadHistoryBranch", "persistence_requests")
         async with Worker(client, task_queue=queue, activities=[_measure]):
             assert await asyncio.gather(*(h.result() for h in handles)) == [size] * 40
         await asyncio.sleep(2)
-        return await _read(port, "ReadHistoryBranch") - before
+        return await _counted(port, "ReadHistoryBranch", "persistence_requests") - before
 
 
 async def test_pending_activities_start_from_the_events_cache_not_the_database(tmp_path):
