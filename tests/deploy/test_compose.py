@@ -80,3 +80,20 @@ def test_the_image_serves_both_roles():
     assert project["scripts"]["kasal"] == "cli.main:main"  # the worker's `kasal worker`
     package_data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
     assert "db/alembic.ini" in package_data["package-data"]["kasal"]  # workers migrate too
+
+
+def test_temporal_reads_kasals_dynamic_config_with_the_embedded_servers_values(services):
+    """The server the compose file runs gets the events cache Kasal's embedded server runs
+    with (and which its tests and benchmarks measure): the file is mounted where
+    DYNAMIC_CONFIG_FILE_PATH (relative to the image's /etc/temporal) points."""
+    from kasal.client import EVENTS_CACHE_BYTES
+
+    temporal = services["temporal"]
+    mounts = {}
+    for volume in temporal["volumes"]:
+        source, target, *_ = volume.split(":")
+        mounts[target] = ROOT / source
+    path = "/etc/temporal/" + env(temporal)["DYNAMIC_CONFIG_FILE_PATH"]
+    assert path in mounts, f"{path} is not mounted"
+    config = yaml.safe_load(mounts[path].read_text())
+    assert config == {"history.eventsCacheMaxSizeBytes": [{"value": EVENTS_CACHE_BYTES}]}
