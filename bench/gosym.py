@@ -12,6 +12,8 @@ import bisect
 import struct
 from pathlib import Path
 
+from elftools.elf.elffile import ELFFile
+
 MAGIC_GO120 = 0xFFFFFFF1
 
 
@@ -20,12 +22,13 @@ class GoSymbols:
     (what ``perf script`` prints for the frames of a binary it has no symbols for)."""
 
     def __init__(self, binary: Path) -> None:
-        elf = binary.read_bytes()
-        pclntab, text = elf_section(elf, ".gopclntab"), elf_section(elf, ".text")
-        if pclntab is None or text is None:
-            raise ValueError(f"{binary}: no .gopclntab or .text (not a Go binary?)")
-        self._text = text[0]
-        table = pclntab[1]
+        with binary.open("rb") as f:
+            elf = ELFFile(f)
+            pclntab, text = elf.get_section_by_name(".gopclntab"), elf.get_section_by_name(".text")
+            if pclntab is None or text is None:
+                raise ValueError(f"{binary}: no .gopclntab or .text (not a Go binary?)")
+            self._text: int = text["sh_offset"]
+            table: bytes = pclntab.data()
         magic, _, _, ptr = struct.unpack_from("<IHBB", table, 0)
         if magic != MAGIC_GO120 or ptr != 8:
             raise ValueError(f"{binary}: pclntab magic {magic:#x}, pointer size {ptr}")
@@ -47,24 +50,6 @@ class GoSymbols:
             return None
         i = bisect.bisect_right(self._starts, at) - 1
         return self._names[i] if i >= 0 else None
-
-
-def elf_section(elf: bytes, wanted: str) -> tuple[int, bytes] | None:
-    """Where a 64-bit little-endian ELF file's section called ``wanted`` starts in the file,
-    and its bytes."""
-    shoff = struct.unpack_from("<Q", elf, 0x28)[0]
-    size, count, names = struct.unpack_from("<HHH", elf, 0x3A)
-
-    def header(i: int) -> tuple[int, int, int]:
-        name, _, _, _, offset, length = struct.unpack_from("<IIQQQQ", elf, shoff + i * size)
-        return name, offset, length
-
-    _, strings, _ = header(names)
-    for i in range(count):
-        name, offset, length = header(i)
-        if elf[strings + name : elf.index(b"\0", strings + name)].decode() == wanted:
-            return offset, elf[offset : offset + length]
-    return None
 
 
 def package(function: str) -> str:

@@ -175,27 +175,26 @@ class Round:
     #: code, and with the package anywhere on the stack.
     server_self: dict[str, float] = field(default_factory=dict)
     server_inclusive: dict[str, float] = field(default_factory=dict)
-    #: The server's CPU seconds per second with both workers connected and nothing to run:
-    #: its own timers and pollers, which a longer round pays for longer.
-    server_idle: float = 0.0
 
-    def net(self, per_task: int) -> str:
-        """The server's CPU per task less what it spends idle over the round's wall time."""
-        if not self.server_idle or not self.server_cpu:
+    def net(self, per_task: int, idle: float) -> str:
+        """The server's CPU per task less what it spends idle (``idle``: CPU seconds per
+        second with both workers connected and nothing to run) over the round's wall time."""
+        if not idle or not self.server_cpu:
             return ""
-        net = (self.server_cpu - self.server_idle * self.wall) / per_task * 1000
+        net = (self.server_cpu - idle * self.wall) / per_task * 1000
         return f" ({net:.1f} net of idle)"
 
-    def line(self, tasks: int) -> str:
+    def line(self, tasks: int, idle: float = 0.0) -> str:
         per_task = self.crews * tasks
         lat = sorted(self.latencies)
         p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
         requests = "" if self.requests is None else f"  LLM requests {self.requests}/{per_task}"
+        net = self.net(per_task, idle)
         return (
             f"{self.kind:6} {self.crews:5} crews  wall {self.wall:6.1f} s  "
             f"{self.crews / self.wall:6.1f} crews/s  p50 {statistics.median(lat):6.1f} s  "
             f"p99 {p99:6.1f} s  worker CPU {self.worker_cpu / per_task * 1000:5.1f} ms/task  "
-            f"server CPU {self.server_cpu / per_task * 1000:5.1f} ms/task{self.net(per_task)}  "
+            f"server CPU {self.server_cpu / per_task * 1000:5.1f} ms/task{net}  "
             f"RSS {self.rss_before:4.0f} -> {self.rss_peak:4.0f} MB{requests}"
         ) + (f"\n       server: {self.server}" if self.server else "")
 
@@ -562,8 +561,7 @@ async def main(
                     paced = await bare_round("paced", count, spread_over(spread, count, start_bare))
                     rounds += [paced, kasal]
                     for r in rounds:
-                        r.server_idle = idle
-                        print(r.line(tasks), flush=True)
+                        print(r.line(tasks, idle), flush=True)
                     if server_profile is not None:
                         print(server_profile_table(rounds, tasks), flush=True)
                     # What a healthy worker never logs: an activation past the SDK's deadlock

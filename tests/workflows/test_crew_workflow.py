@@ -271,6 +271,7 @@ async def _first_call(llm_stub, model: str) -> None:
         if llm_stub.requests_for(model, None):
             return
         await asyncio.sleep(0.05)
+    raise AssertionError(f"no call for {model!r} reached the stub in 10 s")
 
 
 async def _cancelled_in(handle) -> float:
