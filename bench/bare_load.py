@@ -1,7 +1,9 @@
 """The floor for bench/load.py: a bare workflow of N sequential activities that each wait
 as long as the LLM would, run by a plain Temporal worker with the SDK's default settings.
 
-    python -m bench.bare_load ADDRESS TASK_QUEUE LATENCY   # the worker, until killed
+    python -m bench.bare_load ADDRESS TASK_QUEUE [MAX_ACTIVITIES]   # the worker, until killed
+
+``MAX_ACTIVITIES``: its activity slots (the SDK's default, 100, if not given).
 """
 
 from __future__ import annotations
@@ -35,15 +37,16 @@ class BareLoadWorkflow:
         return count
 
 
-async def serve(address: str, task_queue: str) -> None:
-    """A worker with the SDK's defaults, until killed."""
+async def serve(address: str, task_queue: str, max_activities: int | None = None) -> None:
+    """A worker with the SDK's defaults (but ``max_activities``, if given), until killed."""
     client = await Client.connect(address)
+    slots = {} if max_activities is None else {"max_concurrent_activities": max_activities}
     async with Worker(
-        client, task_queue=task_queue, workflows=[BareLoadWorkflow], activities=[wait]
+        client, task_queue=task_queue, workflows=[BareLoadWorkflow], activities=[wait], **slots
     ):
         print("bare worker ready", flush=True)
         await asyncio.Event().wait()
 
 
 if __name__ == "__main__":
-    asyncio.run(serve(sys.argv[1], sys.argv[2]))
+    asyncio.run(serve(sys.argv[1], sys.argv[2], *(int(a) for a in sys.argv[3:4])))

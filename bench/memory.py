@@ -17,6 +17,11 @@ one answering after ``--latency`` seconds, so executions stay in flight. Printed
   (``bench/crewai_memory.py``, skipped with ``--no-crewai``): N one-task crews kicked off at
   once through CrewAI's OpenAI provider, every call held, RSS growth over warm. Every Kasal
   attempt runs that same CrewAI code, so it is the floor under Kasal's figure.
+- beside each count, bare Temporal's figure (skipped with ``--no-bare``): a plain Temporal
+  worker (``bench/bare_load.py``, the SDK's sandbox, activity slots for every execution) with
+  N workflows started at once, each with one activity awaiting ``--latency`` seconds (an
+  ``asyncio.sleep``: no thread), its RSS growth over its own warm state once every activity
+  has started. It is the floor any Temporal-based design pays per running execution.
 - ``idle again``: the worker ``--rest`` seconds after the last count's executions ended
   (its idle attempt threads end after a minute; quiet for 75 s, it collects what the
   executions left in cycles and trims its heap).
@@ -37,6 +42,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("CREWAI_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("OTEL_SDK_DISABLED", "true")
@@ -121,6 +127,64 @@ def llm_server(port: int, latency: float) -> subprocess.Popen[bytes]:
     )
 
 
+async def bare_temporal(
+    client: Client, address: str, count: int, latency: float
+) -> dict[str, float]:
+    """bench/bare_load.py's worker, warmed, then ``count`` workflows each holding one activity
+    of ``latency`` seconds: its RSS (MB) and threads warm and once every activity started."""
+    from temporalio.api.enums.v1 import PendingActivityState
+
+    queue = f"memory-bare-{uuid.uuid4().hex[:6]}"
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "bench.bare_load", address] + [queue, str(max(count, 100))],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert worker.stdout is not None
+        await asyncio.to_thread(worker.stdout.readline)  # "bare worker ready"
+
+        async def start(seconds: float) -> Any:
+            return await client.start_workflow(
+                "BenchBareLoad",
+                args=[1, seconds],
+                id=f"{queue}-{uuid.uuid4().hex}",
+                task_queue=queue,
+            )
+
+        for _ in range(3):  # warm-up, as for the Kasal worker
+            await asyncio.gather(*(h.result() for h in [await start(0.05) for _ in range(10)]))
+        await asyncio.sleep(3)
+        warm = status(worker.pid)
+        handles = await asyncio.gather(*(start(latency) for _ in range(count)))
+        began = time.monotonic()
+        waiting = list(handles)
+        while waiting and time.monotonic() - began < latency * 0.8:
+            described = await asyncio.gather(*(h.describe() for h in waiting))
+            waiting = [
+                h
+                for h, d in zip(waiting, described, strict=True)
+                if not any(
+                    a.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
+                    for a in d.raw_description.pending_activities
+                )
+            ]
+            await asyncio.sleep(0.5)
+        await asyncio.sleep(3)
+        held = status(worker.pid)
+        await asyncio.gather(*(h.terminate() for h in handles))
+        return {
+            "started": count - len(waiting),
+            "warm": warm["VmRSS"] / 1024,
+            "held": held["VmRSS"] / 1024,
+            "warm_threads": warm["Threads"],
+            "held_threads": held["Threads"],
+        }
+    finally:
+        worker.kill()
+
+
 async def main(
     counts: list[int],
     latency: float,
@@ -129,6 +193,7 @@ async def main(
     settle: float,
     crewai: bool = True,
     rest: float = 0,
+    bare: bool = True,
 ) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         server = await EmbeddedTemporal(Path(tmp), port=free_port(), ui_port=None).start()
@@ -180,6 +245,11 @@ async def main(
 
                 for count in counts:
                     plain = await plain_crewai(fast_port, count) if crewai else None
+                    floor = (
+                        await bare_temporal(client, server.address, count, latency)
+                        if bare
+                        else None
+                    )
                     began = time.monotonic()
                     handles = await asyncio.gather(
                         *(
@@ -213,6 +283,16 @@ async def main(
                             f"Kasal / CrewAI {(rss - warm) / grown:.2f}x",
                             flush=True,
                         )
+                    if floor is not None:
+                        grown = floor["held"] - floor["warm"]
+                        print(
+                            f"      bare Temporal, {floor['started']:.0f}/{count} activities "
+                            f"started: RSS {floor['warm']:.1f} -> {floor['held']:.1f} MB, "
+                            f"threads {floor['warm_threads']} -> {floor['held_threads']}  "
+                            f"+{grown:6.1f} MB = {grown / count * 1000:6.1f} MB per 1000; "
+                            f"Kasal / bare {(rss - warm) / grown:.2f}x",
+                            flush=True,
+                        )
                     if target < count:  # the rest would wait for the one slot: cancel
                         await asyncio.gather(*(h.cancel() for h in handles))
                     outcomes = await asyncio.gather(*running, return_exceptions=True)
@@ -244,6 +324,9 @@ if __name__ == "__main__":
         "--no-crewai", action="store_true", help="skip plain CrewAI's figure for each count"
     )
     parser.add_argument(
+        "--no-bare", action="store_true", help="skip bare Temporal's figure for each count"
+    )
+    parser.add_argument(
         "--rest",
         type=float,
         default=100.0,
@@ -260,5 +343,6 @@ if __name__ == "__main__":
             args.settle,
             crewai=not args.no_crewai,
             rest=args.rest,
+            bare=not args.no_bare,
         )
     )
