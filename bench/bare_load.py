@@ -37,12 +37,15 @@ class BareLoadWorkflow:
         return count
 
 
-async def serve(address: str, task_queue: str, max_activities: int | None = None) -> None:
-    """A worker with the SDK's defaults (but ``max_activities``, if given), until killed."""
+async def serve(address: str, task_queue: str, max_activities: int = 100) -> None:
+    """A worker with the SDK's defaults (100 activity slots unless told), until killed."""
     client = await Client.connect(address)
-    slots = {} if max_activities is None else {"max_concurrent_activities": max_activities}
     async with Worker(
-        client, task_queue=task_queue, workflows=[BareLoadWorkflow], activities=[wait], **slots
+        client,
+        task_queue=task_queue,
+        workflows=[BareLoadWorkflow],
+        activities=[wait],
+        max_concurrent_activities=max_activities,
     ):
         print("bare worker ready", flush=True)
         await asyncio.Event().wait()
