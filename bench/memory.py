@@ -76,6 +76,18 @@ def describe(pid: int) -> str:
     )
 
 
+def beside(what: str, other: dict[str, float], count: int, kasal_mb: float, name: str) -> str:
+    """A line for another process measured beside the worker at ``count`` (its RSS and
+    threads warm and held, from :func:`plain_crewai` or :func:`bare_temporal`), and the
+    worker's growth (``kasal_mb``) against its own."""
+    grown = other["held"] - other["warm"]
+    return (
+        f"      {what}: RSS {other['warm']:.1f} -> {other['held']:.1f} MB, threads "
+        f"{other['warm_threads']:.0f} -> {other['held_threads']:.0f}  +{grown:6.1f} MB = "
+        f"{grown / count * 1000:6.1f} MB per 1000; Kasal / {name} {kasal_mb / grown:.2f}x"
+    )
+
+
 async def plain_crewai(fast_port: int, count: int) -> dict[str, float]:
     """bench/crewai_memory.py in a process of its own: plain CrewAI's RSS with ``count``
     tasks in flight, against a slow server of its own that holds every call."""
@@ -274,25 +286,11 @@ async def main(
                         flush=True,
                     )
                     if plain is not None:
-                        grown = plain["held"] - plain["warm"]
-                        print(
-                            f"      plain CrewAI, {count} tasks in flight: RSS "
-                            f"{plain['warm']:.1f} -> {plain['held']:.1f} MB, threads "
-                            f"{plain['warm_threads']} -> {plain['held_threads']}  "
-                            f"+{grown:6.1f} MB = {grown / count * 1000:6.1f} MB per 1000; "
-                            f"Kasal / CrewAI {(rss - warm) / grown:.2f}x",
-                            flush=True,
-                        )
+                        what = f"plain CrewAI, {count} tasks in flight"
+                        print(beside(what, plain, count, rss - warm, "CrewAI"), flush=True)
                     if floor is not None:
-                        grown = floor["held"] - floor["warm"]
-                        print(
-                            f"      bare Temporal, {floor['started']:.0f}/{count} activities "
-                            f"started: RSS {floor['warm']:.1f} -> {floor['held']:.1f} MB, "
-                            f"threads {floor['warm_threads']} -> {floor['held_threads']}  "
-                            f"+{grown:6.1f} MB = {grown / count * 1000:6.1f} MB per 1000; "
-                            f"Kasal / bare {(rss - warm) / grown:.2f}x",
-                            flush=True,
-                        )
+                        what = f"bare Temporal, {floor['started']:.0f}/{count} activities started"
+                        print(beside(what, floor, count, rss - warm, "bare"), flush=True)
                     if target < count:  # the rest would wait for the one slot: cancel
                         await asyncio.gather(*(h.cancel() for h in handles))
                     outcomes = await asyncio.gather(*running, return_exceptions=True)
