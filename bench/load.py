@@ -63,6 +63,7 @@ sys.path.insert(0, str(ROOT))
 import httpx  # noqa: E402
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle  # noqa: E402
 
+from bench.bare_load import spawn as spawn_bare  # noqa: E402
 from kasal.client import EmbeddedTemporal, connect, free_port, start_execution  # noqa: E402
 from kasal.testing.specs import crew  # noqa: E402
 from kasal.testing.worker_process import WorkerProcess  # noqa: E402
@@ -441,12 +442,7 @@ async def main(
             cwd=ROOT,
         )
         queue = f"load-{uuid.uuid4().hex[:6]}"
-        bare = subprocess.Popen(
-            [sys.executable, "-m", "bench.bare_load", server.address, queue + "-bare"],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
+        bare = spawn_bare(server.address, queue + "-bare")
         metrics_port = free_port()
         worker = WorkerProcess(
             server.address,
@@ -457,7 +453,6 @@ async def main(
             **({"KASAL_HEARTBEAT_THROTTLE_SECONDS": str(throttle)} if throttle else {}),
         )
         try:
-            assert bare.stdout is not None and "ready" in bare.stdout.readline()
             await asyncio.to_thread(worker.start)
             assert worker.process is not None and server.process is not None
             server_pid = server.process.pid

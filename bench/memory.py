@@ -51,8 +51,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
-from temporalio.client import Client  # noqa: E402
+from temporalio.client import Client, WorkflowHandle  # noqa: E402
 
+from bench.bare_load import spawn as spawn_bare  # noqa: E402
 from kasal.client import EmbeddedTemporal, connect, free_port, start_execution  # noqa: E402
 from kasal.testing.specs import crew  # noqa: E402
 from kasal.testing.worker_process import WorkerProcess  # noqa: E402
@@ -147,17 +148,10 @@ async def bare_temporal(
     from temporalio.api.enums.v1 import PendingActivityState
 
     queue = f"memory-bare-{uuid.uuid4().hex[:6]}"
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "bench.bare_load", address] + [queue, str(max(count, 100))],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    worker = await asyncio.to_thread(spawn_bare, address, queue, max(count, 100))
     try:
-        assert worker.stdout is not None
-        await asyncio.to_thread(worker.stdout.readline)  # "bare worker ready"
 
-        async def start(seconds: float) -> Any:
+        async def start(seconds: float) -> WorkflowHandle[Any, Any]:
             return await client.start_workflow(
                 "BenchBareLoad",
                 args=[1, seconds],
